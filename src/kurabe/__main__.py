@@ -1,0 +1,3 @@
+from kurabe.cli import app
+
+app()

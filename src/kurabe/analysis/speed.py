@@ -1,0 +1,217 @@
+"""Speed summary, paired comparisons and fairness guards over stored request rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from statistics import mean, median
+from typing import Any, Iterable
+
+from kurabe.analysis.stats import Estimate, Ratio, median_ci, paired_ratio
+from kurabe.store import RequestRow
+
+# Metrics summarised per model: key -> (label, unit, higher_is_better)
+SUMMARY_METRICS: dict[str, tuple[str, str, bool]] = {
+    "decode_tokens_per_s": ("decode", "tokens/s", True),
+    "prompt_tokens_per_s": ("prompt", "tokens/s", True),
+    "ttft_s": ("time to first token", "s", False),
+    "e2e_s": ("end-to-end latency", "s", False),
+    "itl_per_token_s": ("inter-token latency (per token)", "s", False),
+    "itl_per_chunk_median_s": ("inter-chunk latency (median gap)", "s", False),
+    "chars_per_s": ("answer characters/s", "chars/s", True),
+    "bytes_per_s": ("answer UTF-8 bytes/s", "bytes/s", True),
+    "chars_per_token": ("characters per token", "chars/token", True),
+    "output_tokens": ("output tokens", "tokens", True),
+    "answer_chars": ("answer characters", "chars", True),
+    "server_decode_tokens_per_s": ("decode (server's own clock)", "tokens/s", True),
+    "server_prompt_tokens_per_s": ("prompt (server's own clock)", "tokens/s", True),
+}
+COMPARED_METRICS = ("decode_tokens_per_s", "chars_per_s", "prompt_tokens_per_s", "ttft_s")
+
+LENGTH_TOLERANCE = 0.10  # output lengths differing by more than this are flagged
+REASONING_SHARE_TOLERANCE = 0.10  # absolute difference in reasoning share
+CLOCK_TOLERANCE = 0.05  # client vs server decode rate
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    metric: str
+    ratio: Ratio
+
+    def sentence(self) -> str:
+        label, _, higher_better = SUMMARY_METRICS[self.metric]
+        r = self.ratio
+        if r.ratio is None:
+            return f"{self.a} vs {self.b}: no matched pairs for {label}"
+        verb = {"decode_tokens_per_s": "decodes", "chars_per_s": "writes answer characters",
+                "prompt_tokens_per_s": "processes prompts"}.get(self.metric)
+        fast, slow, factor, lo, hi = self.a, self.b, r.ratio, r.ci_low, r.ci_high
+        if not higher_better:  # a smaller time is better: a/b < 1 means a wins
+            factor, lo, hi = 1 / factor, (1 / hi if hi else None), (1 / lo if lo else None)
+        if factor < 1:
+            fast, slow = slow, fast
+            factor, lo, hi = 1 / factor, (1 / hi if hi else None), (1 / lo if lo else None)
+        ci = f"95% CI {lo:.2f}–{hi:.2f}, n={r.n}" if lo is not None else f"n={r.n}, no interval"
+        if not r.decided:
+            return (f"no clear winner in {label}: {fast} vs {slow} = {factor:.2f}× "
+                    f"({ci}; the interval includes 1.0)")
+        if verb is None:
+            return f"{fast} has {factor:.2f}× lower {label} than {slow} ({ci})"
+        return f"{fast} {verb} {factor:.2f}× faster than {slow} ({ci})"
+
+    def as_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "metric": self.metric, **self.ratio.as_dict(),
+                "sentence": self.sentence()}
+
+
+@dataclass
+class FairnessWarning:
+    code: str
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass
+class SpeedAnalysis:
+    models: list[str]
+    per_model: dict[str, dict[str, Estimate]]
+    per_prompt: list[dict[str, Any]]
+    comparisons: list[Comparison]
+    warnings: list[FairnessWarning]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def headline(self) -> list[str]:
+        return [c.sentence() for c in self.comparisons if c.metric == "decode_tokens_per_s"]
+
+
+def _values(rows: Iterable[RequestRow], key: str) -> list[float]:
+    return [r.metrics.get(key) for r in rows if r.metrics.get(key) is not None]
+
+
+def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bool = False,
+                  errors: list[RequestRow] | None = None) -> SpeedAnalysis:
+    """``rows``: measured, successful requests; ``errors``: failed measured requests."""
+    by_model = {m: [r for r in rows if r.model == m] for m in models}
+    per_model = {
+        m: {k: median_ci(_values(by_model[m], k)) for k in SUMMARY_METRICS} for m in models
+    }
+    prompt_ids = list(dict.fromkeys(r.prompt_id for r in rows))
+    per_prompt = []
+    for pid in prompt_ids:
+        for m in models:
+            sel = [r for r in by_model[m] if r.prompt_id == pid]
+            if not sel:
+                continue
+            per_prompt.append({
+                "prompt_id": pid, "model": m, "n": len(sel),
+                **{k: median_ci(_values(sel, k)).median for k in SUMMARY_METRICS},
+                "finish_reasons": sorted({r.metrics.get("finish_reason") or "?" for r in sel}),
+            })
+    comparisons = []
+    for a, b in combinations(models, 2):
+        pairs_a = {(r.prompt_id, r.repeat): r for r in by_model[a]}
+        pairs_b = {(r.prompt_id, r.repeat): r for r in by_model[b]}
+        keys = [k for k in pairs_a if k in pairs_b]
+        for metric in COMPARED_METRICS:
+            matched = [(pairs_a[k].metrics.get(metric), pairs_b[k].metrics.get(metric))
+                       for k in keys]
+            matched = [(x, y) for x, y in matched if x and y]
+            comparisons.append(Comparison(a, b, metric, paired_ratio(
+                [x for x, _ in matched], [y for _, y in matched])))
+    errors = errors or []
+    counts = {m: {"ok": len(by_model[m]), "error": sum(1 for e in errors if e.model == m)}
+              for m in models}
+    warnings = fairness_warnings(models, by_model, per_model, fixed_length, counts)
+    return SpeedAnalysis(models, per_model, per_prompt, comparisons, warnings, counts)
+
+
+def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
+                      per_model: dict[str, dict[str, Estimate]], fixed_length: bool,
+                      counts: dict[str, dict[str, int]]) -> list[FairnessWarning]:
+    out: list[FairnessWarning] = []
+    present = [m for m in models if by_model[m]]
+
+    # 1. Output lengths: the same work only if the models wrote about as much.
+    for a, b in combinations(present, 2):
+        la, lb = mean(_values(by_model[a], "output_tokens")), mean(_values(by_model[b], "output_tokens"))
+        ca, cb = mean(_values(by_model[a], "answer_chars")), mean(_values(by_model[b], "answer_chars"))
+        if min(la, lb) > 0 and max(la, lb) / min(la, lb) - 1 > LENGTH_TOLERANCE:
+            out.append(FairnessWarning(
+                "output_length_mismatch",
+                f"output lengths differ by {max(la, lb) / min(la, lb) - 1:.0%}: {a} wrote "
+                f"{la:.0f} tokens ({ca:.0f} chars) on average, {b} {lb:.0f} tokens "
+                f"({cb:.0f} chars); use fixed-length mode (--fixed-length) to compare the same work",
+            ))
+
+    # 2. Reasoning share: thinking tokens are not answer tokens.
+    shares = {m: median([v for v in _values(by_model[m], "reasoning_share")] or [0.0])
+              for m in present}
+    for a, b in combinations(present, 2):
+        if abs(shares[a] - shares[b]) > REASONING_SHARE_TOLERANCE:
+            out.append(FairnessWarning(
+                "reasoning_share_mismatch",
+                f"reasoning share differs: {a} {shares[a]:.0%} of output characters were "
+                f"reasoning, {b} {shares[b]:.0%}; compare answer characters/s, not tokens/s",
+            ))
+
+    # 3. Length-capped stops (expected, and so not flagged, in fixed-length mode).
+    if not fixed_length:
+        for m in present:
+            capped = sum(1 for r in by_model[m] if r.metrics.get("length_capped"))
+            if capped:
+                out.append(FairnessWarning(
+                    "length_capped",
+                    f"{m}: {capped} of {len(by_model[m])} requests stopped at max_tokens, "
+                    "so their answers are cut short",
+                ))
+
+    # 4. Rankings by tokens/s and characters/s disagree (different tokenizers).
+    tok = {m: per_model[m]["decode_tokens_per_s"].median for m in present}
+    chars = {m: per_model[m]["chars_per_s"].median for m in present}
+    if len(present) >= 2 and all(v is not None for v in (*tok.values(), *chars.values())):
+        by_tok = sorted(present, key=lambda m: -tok[m])
+        by_chars = sorted(present, key=lambda m: -chars[m])
+        if by_tok != by_chars:
+            out.append(FairnessWarning(
+                "ranking_disagreement",
+                "tokens/s ranks " + " > ".join(by_tok) + " but characters/s ranks "
+                + " > ".join(by_chars) + "; tokens of different tokenizers are not the same "
+                "unit, so characters/s is the fairer speed comparison",
+            ))
+
+    # 5. Prompt-cache hits: repeats must measure the same work.
+    for m in present:
+        hits = [r for r in by_model[m] if (r.metrics.get("cached_prompt_tokens") or 0) > 0]
+        if hits:
+            out.append(FairnessWarning(
+                "prompt_cache_hits",
+                f"{m}: {len(hits)} of {len(by_model[m])} requests reused cached prompt tokens; "
+                "their prompt speed and TTFT are not comparable",
+            ))
+
+    # 6. Client clock vs the server's own clock.
+    for m in present:
+        pairs = [(r.metrics["decode_tokens_per_s"], r.metrics["server_decode_tokens_per_s"])
+                 for r in by_model[m]
+                 if r.metrics.get("decode_tokens_per_s") and r.metrics.get("server_decode_tokens_per_s")]
+        if pairs:
+            dev = median([c / s - 1 for c, s in pairs])
+            if abs(dev) > CLOCK_TOLERANCE:
+                out.append(FairnessWarning(
+                    "clock_disagreement",
+                    f"{m}: client-measured decode rate differs from the server's own clock by "
+                    f"{dev:+.1%} (median); streaming or network overhead is distorting the figures",
+                ))
+
+    # 7. Failed requests.
+    for m in models:
+        if counts[m]["error"]:
+            out.append(FairnessWarning(
+                "failed_requests",
+                f"{m}: {counts[m]['error']} measured requests failed and are not in the figures",
+            ))
+    return out

@@ -1,0 +1,175 @@
+"""Run a speed shootout: start engines, send the schedule, commit each request as it lands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from kurabe import KurabeError, __version__
+from kurabe.bench.prompts import load_prompt_set
+from kurabe.bench.schedule import Scheduled, build_schedule
+from kurabe.client import ChatClient, ChatRequest
+from kurabe.config import PromptConfig, ShootoutConfig
+from kurabe.engines import Endpoint, Engine, EngineError, build_engine
+from kurabe.machine import machine_info
+from kurabe.metrics import speed_metrics
+from kurabe.models.resolve import ResolvedModel, resolve_model
+from kurabe.store import RequestRow, Store
+
+ProgressHook = Callable[[str, int, int], None]  # (description, done, total)
+
+
+def prompts_of(config: ShootoutConfig) -> list[PromptConfig]:
+    if config.prompts:
+        return config.prompts
+    if not config.run.prompt_set:
+        raise KurabeError("no prompts: add [[prompts]] or set run.prompt_set")
+    return load_prompt_set(config.run.prompt_set)
+
+
+def chat_request(config: ShootoutConfig, prompt: PromptConfig) -> ChatRequest:
+    messages = []
+    if prompt.system:
+        messages.append({"role": "system", "content": prompt.system})
+    messages.append({"role": "user", "content": prompt.text})
+    return ChatRequest(messages=messages, max_tokens=config.run.max_tokens,
+                       temperature=config.run.temperature, seed=config.run.seed,
+                       fixed_length=config.run.fixed_length)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(*_: object) -> None:
+    raise _Terminated("terminated by SIGTERM")
+
+
+class Shootout:
+    """One run folder: ``results.sqlite``, ``engines/*.log``, and the exported results."""
+
+    def __init__(self, config: ShootoutConfig, run_dir: Path, store: Store,
+                 progress: ProgressHook | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.store = store
+        self.progress = progress or (lambda *_: None)
+        self.prompts = {p.id: p for p in prompts_of(config)}
+        self.schedule = build_schedule([m.name for m in config.models], list(self.prompts),
+                                       config.run.repeats, config.run.warmup)
+
+    @classmethod
+    def create(cls, config: ShootoutConfig, run_dir: Path, command: list[str] | None = None,
+               progress: ProgressHook | None = None) -> Shootout:
+        prompts_of(config)  # fail on bad prompts before creating anything
+        store = Store.create(run_dir)
+        store.write_run(kurabe_version=__version__,
+                        command=shlex.join(command if command is not None else sys.argv),
+                        config_json=config.to_json(), machine=machine_info())
+        return cls(config, run_dir, store, progress)
+
+    @classmethod
+    def resume(cls, run_dir: Path, progress: ProgressHook | None = None) -> Shootout:
+        store = Store.open(run_dir)
+        config = ShootoutConfig.from_json(store.run()["config_json"])
+        return cls(config, run_dir, store, progress)
+
+    def pending(self) -> list[Scheduled]:
+        done = self.store.completed_seqs()
+        return [s for s in self.schedule if s.seq not in done]
+
+    # -- running ---------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        pending = self.pending()
+        if not pending:
+            self.store.set_status("complete")
+            return
+        needed = list(dict.fromkeys(s.model for s in pending))
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        engines: dict[str, Engine] = {}
+        endpoints: dict[str, Endpoint] = {}
+        try:
+            with contextlib.ExitStack() as stack:
+                for i, model in enumerate(m for m in self.config.models if m.name in needed):
+                    self.progress(f"starting {model.name}", i, len(needed))
+                    resolved = resolve_model(model.name, model.source, model.kind,
+                                             model.engine.chat_template_file)
+                    engine = build_engine(model, resolved, self.run_dir / "engines")
+                    stack.callback(engine.stop)
+                    endpoints[model.name] = engine.start()
+                    engines[model.name] = engine
+                    self._record_model(model, resolved, engine)
+                    self.store.add_event("engine_started", f"{model.name}: {engine.info().version}")
+                asyncio.run(self._send_all(pending, engines, endpoints))
+            self.store.set_status("complete")
+        except (KeyboardInterrupt, _Terminated):
+            self.store.set_status("interrupted")
+            self.store.add_event("interrupted", "stopped by the user")
+            raise
+        except EngineError as exc:
+            self.store.set_status("failed")
+            self.store.add_event("engine_error", str(exc))
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _record_model(self, model, resolved: ResolvedModel, engine: Engine) -> None:
+        info = engine.info()
+
+        self.store.upsert_model({
+            "name": model.name, "source": model.source, "kind": model.kind,
+            "file_path": str(resolved.file_path) if resolved.file_path else None,
+            "file_bytes": resolved.file_bytes, "file_sha256": resolved.file_sha256,
+            "quant": resolved.quant, "architecture": resolved.architecture,
+            "engine_kind": info.kind, "engine_version": info.version,
+            "engine_command_json": json.dumps(info.command),
+            "engine_base_url": info.base_url,
+            "engine_log": (str(Path(info.log_path).relative_to(self.run_dir))
+                           if info.log_path else None),
+            "settings_json": model.engine.model_dump_json(),
+        })
+
+    async def _send_all(self, pending: list[Scheduled], engines: dict[str, Engine],
+                        endpoints: dict[str, Endpoint]) -> None:
+        clients = {name: ChatClient(ep, timeout_s=self.config.run.request_timeout_s)
+                   for name, ep in endpoints.items()}
+        total = len(self.schedule)
+        done = total - len(pending)
+        try:
+            for item in pending:
+                self.progress(f"{item.phase} {item.model} · {item.prompt_id}", done, total)
+                req = chat_request(self.config, self.prompts[item.prompt_id])
+                record = await clients[item.model].stream_chat(req)
+                engine = engines[item.model]
+                if record.error and not engine.alive():
+                    record.error = f"engine exited: {record.error}"
+                metrics = speed_metrics(record)
+                self.store.add_request(RequestRow(
+                    seq=item.seq, model=item.model, prompt_id=item.prompt_id,
+                    repeat=item.repeat, phase=item.phase,
+                    status="error" if record.error else "ok", error=record.error,
+                    sent_at_unix_s=record.sent_at_unix_s,
+                    request=asdict(req), record=record.to_json(), metrics=metrics.as_dict(),
+                ))
+                done += 1
+                self.progress(f"{item.phase} {item.model} · {item.prompt_id}", done, total)
+                if record.error and not engine.alive():
+                    remaining = len(self.pending())
+                    log = getattr(engine, "log_path", None)
+                    raise EngineError(
+                        f"model '{item.model}': the engine exited during the run "
+                        f"({remaining} of {total} requests still to do"
+                        + (f"; log: {log}" if log else "") + "). Everything measured so far is "
+                        f"stored; finish with: kurabe run --resume {self.run_dir}"
+                    )
+        finally:
+            for client in clients.values():
+                await client.aclose()

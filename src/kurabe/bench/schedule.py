@@ -1,0 +1,36 @@
+"""The order requests are sent in: warm-ups first, then interleaved rounds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    seq: int
+    model: str
+    prompt_id: str
+    repeat: int
+    phase: str  # warmup | measure
+
+
+def build_schedule(models: list[str], prompt_ids: list[str], repeats: int, warmup: int
+                   ) -> list[Scheduled]:
+    """Deterministic, so a resumed run knows exactly which requests are still missing.
+
+    Each model gets ``warmup`` unmeasured requests. Then, for every repeat and prompt, each
+    model answers once; the model order alternates between rounds (A B, B A, ...) so that
+    slow drift (heat, background load) does not favour whoever always goes first.
+    """
+    out: list[Scheduled] = []
+    for m in models:
+        for w in range(warmup):
+            out.append(Scheduled(len(out), m, prompt_ids[w % len(prompt_ids)], w, "warmup"))
+    round_no = 0
+    for r in range(repeats):
+        for pid in prompt_ids:
+            order = models if round_no % 2 == 0 else list(reversed(models))
+            for m in order:
+                out.append(Scheduled(len(out), m, pid, r, "measure"))
+            round_no += 1
+    return out

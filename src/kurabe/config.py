@@ -1,0 +1,129 @@
+"""Shootout configuration: one TOML file, validated with errors that name the file and key."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kurabe import KurabeError
+
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
+
+class EngineConfig(_Strict):
+    """How a model is served. ``server`` picks the llama.cpp program for local files."""
+
+    server: str = "xllamacpp"  # "xllamacpp" (installed with kurabe), "llama-server" on PATH, or a path
+    ctx: Annotated[int, Field(ge=256)] = 4096
+    cache_type_k: CacheType | None = None
+    cache_type_v: CacheType | None = None
+    flash_attn: Literal["on", "off", "auto"] | None = None
+    threads: Annotated[int, Field(ge=1)] | None = None
+    parallel: Annotated[int, Field(ge=1)] = 1
+    ngl: int | None = None
+    extra_args: list[str] = []
+    api_key_env: str | None = None  # external endpoints: the variable holding the key
+    model_id: str | None = None  # external endpoints: the "model" field to send
+    chat_template_file: str | None = None
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class ModelConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    source: str  # builtin:NAME, a .gguf path, or an http(s):// OpenAI-compatible base URL
+    engine: EngineConfig = EngineConfig()
+
+    @property
+    def kind(self) -> str:
+        if self.source.startswith("builtin:"):
+            return "builtin"
+        if self.source.startswith(("http://", "https://")):
+            return "endpoint"
+        return "file"
+
+
+class PromptConfig(_Strict):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    text: str
+    category: str = "general"
+    lang: str = "ja"
+    system: str | None = None
+
+
+class RunConfig(_Strict):
+    name: str = "shootout"
+    repeats: Annotated[int, Field(ge=1)] = 3
+    warmup: Annotated[int, Field(ge=0)] = 1
+    max_tokens: Annotated[int, Field(ge=1)] = 128
+    fixed_length: bool = False  # ignore EOS so every model generates max_tokens tokens
+    temperature: float = 0.0
+    seed: int = 0
+    prompt_set: str | None = "builtin:speed"  # used when no [[prompts]] are given
+    request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    memory_budget: str | None = None
+
+
+class ShootoutConfig(_Strict):
+    run: RunConfig = RunConfig()
+    models: Annotated[list[ModelConfig], Field(min_length=1)]
+    prompts: list[PromptConfig] = []
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return models
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ShootoutConfig:
+        return cls.model_validate(json.loads(text))
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid configuration"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> ShootoutConfig:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise KurabeError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise KurabeError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path), base_dir=path.parent)
+
+
+def parse_config(data: dict, origin: str, base_dir: Path | None = None) -> ShootoutConfig:
+    try:
+        config = ShootoutConfig.model_validate(data)
+    except ValidationError as exc:
+        raise KurabeError(format_validation_error(exc, origin)) from None
+    if base_dir is not None:  # relative model paths are relative to the config file
+        for model in config.models:
+            if model.kind == "file" and not Path(model.source).expanduser().is_absolute():
+                model.source = str((base_dir / model.source).resolve())
+            tpl = model.engine.chat_template_file
+            if tpl and not Path(tpl).expanduser().is_absolute():
+                model.engine.chat_template_file = str((base_dir / tpl).resolve())
+    return config

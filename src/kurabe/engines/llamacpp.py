@@ -1,0 +1,214 @@
+"""A managed llama.cpp server: started with the configured flags, logged, always stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kurabe.engines import Endpoint, EngineError, EngineInfo
+
+XLLAMACPP = "xllamacpp"
+# -lv 4 is the verbosity at which llama.cpp logs its buffer sizes (model, KV, compute).
+LOG_VERBOSITY = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(server: str) -> list[str]:
+    """The program to run for ``server``: the xllamacpp wheel, a name on PATH, or a path."""
+    if server == XLLAMACPP:
+        return [sys.executable, "-m", "kurabe.engines.xllamacpp_server"]
+    if os.sep in server or server.startswith("."):
+        path = Path(server).expanduser()
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise EngineError(f"engine.server: {server} is not an executable file")
+        return [str(path.resolve())]
+    found = shutil.which(server)
+    if found is None:
+        raise EngineError(
+            f"engine.server: '{server}' was not found on PATH; give its full path, "
+            f"or use server = \"{XLLAMACPP}\" (installed with kurabe)"
+        )
+    return [found]
+
+
+def server_version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineError(f"could not run {command[-1]} --version: {exc}") from exc
+    text = (done.stdout + "\n" + done.stderr).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # llama-server prints "version: 1234 (abcdef)" then "built with ...".
+    wanted = [ln for ln in lines if ln.startswith(("version:", "xllamacpp", "built with"))]
+    return "; ".join(wanted or lines[:2]) or "unknown"
+
+
+class LlamaCppServer:
+    """One llama.cpp server process for one model."""
+
+    def __init__(
+        self,
+        name: str,
+        model_path: Path,
+        *,
+        server: str = XLLAMACPP,
+        ctx: int = 4096,
+        cache_type_k: str | None = None,
+        cache_type_v: str | None = None,
+        flash_attn: str | None = None,
+        threads: int | None = None,
+        parallel: int = 1,
+        ngl: int | None = None,
+        extra_args: list[str] | None = None,
+        chat_template: str | None = None,
+        log_path: Path,
+        api_key: str | None = None,
+        startup_timeout_s: float = 300.0,
+    ) -> None:
+        self.name = name
+        self.model_path = Path(model_path)
+        self.server = server
+        self.log_path = Path(log_path)
+        self.startup_timeout_s = startup_timeout_s
+        self._api_key = api_key
+        self._proc: subprocess.Popen | None = None
+        self._log_fh = None
+        self.port = free_port()
+        self._program = server_command(server)
+        self._version: str | None = None
+        args = ["-m", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
+                "-c", str(ctx), "-np", str(parallel), "--metrics", "--jinja",
+                "-lv", str(LOG_VERBOSITY)]
+        if cache_type_k:
+            args += ["-ctk", cache_type_k]
+        if cache_type_v:
+            args += ["-ctv", cache_type_v]
+        if flash_attn:
+            args += ["-fa", flash_attn]
+        if threads:
+            args += ["-t", str(threads)]
+        if ngl is not None:
+            args += ["-ngl", str(ngl)]
+        if chat_template:
+            template_path = self.log_path.with_suffix(".chat-template.jinja")
+            template_path.parent.mkdir(parents=True, exist_ok=True)
+            template_path.write_text(chat_template, encoding="utf-8")
+            args += ["--chat-template-file", str(template_path)]
+        self.args = args + list(extra_args or [])
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Endpoint:
+        if not self.model_path.is_file():
+            raise EngineError(f"model '{self.name}': file not found: {self.model_path}")
+        self._version = server_version(self._program)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_fh = open(self.log_path, "ab")
+        argv = [*self._program, *self.args]
+        if self._api_key:
+            argv += ["--api-key", self._api_key]
+        # Own session: the server and anything it spawns are stopped as one group.
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoint()
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            base_url=f"http://127.0.0.1:{self.port}/v1",
+            engine_kind="llama.cpp",
+            model_id=self.name,
+            api_key=self._api_key,
+        )
+
+    def _wait_healthy(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://127.0.0.1:{self.port}/health"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                code = self._proc.poll()
+                if code is not None:
+                    raise EngineError(
+                        f"model '{self.name}': llama.cpp exited with code {code} while loading "
+                        f"{self.model_path.name}: {self.log_tail()} (full log: {self.log_path})"
+                    )
+                try:
+                    if client.get(url).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise EngineError(
+            f"model '{self.name}': llama.cpp did not become healthy within "
+            f"{self.startup_timeout_s:.0f} s (log: {self.log_path})"
+        )
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "no log"
+        useful = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        errors = [ln for ln in useful if " E " in ln or "error" in ln.lower()]
+        return " | ".join((errors or useful)[-lines:]) or "empty log"
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc is not None:
+            try:  # reap leftovers of the group (children of the server)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            kind=f"llama.cpp ({'xllamacpp wheel' if self.server == XLLAMACPP else 'llama-server'})",
+            version=self._version or "unknown",
+            command=[*self._program, *self.args],
+            base_url=f"http://127.0.0.1:{self.port}/v1",
+            log_path=str(self.log_path),
+            pid=self.pid,
+        )

@@ -1,0 +1,167 @@
+"""Per-request speed metrics, computed from one ``StreamRecord`` (formulas: docs/metrics.md).
+
+Pure functions of the recorded stream: the store keeps the stream, so every figure here can
+be recomputed later. A metric that the record cannot support is ``None``, never zero.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import asdict, dataclass
+
+import regex
+
+from kurabe.client import StreamRecord
+
+_GRAPHEME = regex.compile(r"\X")
+
+
+def count_chars(text: str) -> int:
+    """Characters = Unicode code points after NFKC normalisation (half-width kana fold, etc.)."""
+    return len(unicodedata.normalize("NFKC", text))
+
+
+def count_graphemes(text: str) -> int:
+    """User-perceived characters: extended grapheme clusters of the NFKC text."""
+    return len(_GRAPHEME.findall(unicodedata.normalize("NFKC", text)))
+
+
+@dataclass
+class SpeedMetrics:
+    ttft_s: float | None
+    first_answer_char_s: float | None
+    e2e_s: float | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    output_tokens_source: str  # "server" (usage/timings) or "chunks" (estimate: one per chunk)
+    prompt_tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+    itl_per_token_s: float | None
+    itl_per_chunk_median_s: float | None
+    n_chunks: int
+    answer_chars: int
+    answer_graphemes: int
+    answer_bytes: int
+    reasoning_chars: int
+    reasoning_share: float | None
+    chars_per_s: float | None
+    bytes_per_s: float | None
+    chars_per_token: float | None
+    finish_reason: str | None
+    length_capped: bool
+    cached_prompt_tokens: int | None
+    server_decode_tokens_per_s: float | None
+    server_prompt_tokens_per_s: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def _output_tokens(rec: StreamRecord) -> tuple[int | None, str]:
+    if rec.usage and rec.usage.get("completion_tokens") is not None:
+        return int(rec.usage["completion_tokens"]), "server"
+    if rec.timings and rec.timings.get("predicted_n") is not None:
+        return int(rec.timings["predicted_n"]), "server"
+    if rec.chunks:
+        return len(rec.chunks), "chunks"
+    return None, "chunks"
+
+
+def _cached_tokens(rec: StreamRecord) -> int | None:
+    if rec.timings and rec.timings.get("cache_n") is not None:
+        return int(rec.timings["cache_n"])
+    details = (rec.usage or {}).get("prompt_tokens_details") or {}
+    if details.get("cached_tokens") is not None:
+        return int(details["cached_tokens"])
+    return None
+
+
+def speed_metrics(rec: StreamRecord) -> SpeedMetrics:
+    chunks = rec.chunks
+    ttft = chunks[0].t_s if chunks else None
+    answer_times = [c.t_s for c in chunks if c.content]
+    first_answer = answer_times[0] if answer_times else None
+    t_last = chunks[-1].t_s if chunks else None
+    window = (t_last - ttft) if chunks else None  # first token to last token
+
+    prompt_tokens = (rec.usage or {}).get("prompt_tokens")
+    if prompt_tokens is None and rec.timings:
+        prompt_tokens = rec.timings.get("prompt_n")
+    n_out, source = _output_tokens(rec)
+
+    decode = itl = None
+    if n_out is not None and n_out >= 2 and window and window > 0:
+        decode = (n_out - 1) / window
+        itl = window / (n_out - 1)
+    gaps = [b.t_s - a.t_s for a, b in zip(chunks, chunks[1:])]
+
+    answer, reasoning = rec.answer, rec.reasoning
+    a_chars, r_chars = count_chars(answer), count_chars(reasoning)
+    a_bytes = len(answer.encode("utf-8"))
+    total_chars = a_chars + r_chars
+    timings = rec.timings or {}
+    return SpeedMetrics(
+        ttft_s=ttft,
+        first_answer_char_s=first_answer,
+        e2e_s=rec.t_done_s,
+        prompt_tokens=prompt_tokens,
+        output_tokens=n_out,
+        output_tokens_source=source,
+        prompt_tokens_per_s=(prompt_tokens / ttft) if prompt_tokens and ttft else None,
+        decode_tokens_per_s=decode,
+        itl_per_token_s=itl,
+        itl_per_chunk_median_s=_median(gaps),
+        n_chunks=len(chunks),
+        answer_chars=a_chars,
+        answer_graphemes=count_graphemes(answer),
+        answer_bytes=a_bytes,
+        reasoning_chars=r_chars,
+        reasoning_share=(r_chars / total_chars) if total_chars else None,
+        chars_per_s=(a_chars / window) if window and window > 0 else None,
+        bytes_per_s=(a_bytes / window) if window and window > 0 else None,
+        # Only meaningful when every output token is an answer token.
+        chars_per_token=(a_chars / n_out) if n_out and r_chars == 0 else None,
+        finish_reason=rec.finish_reason,
+        length_capped=rec.finish_reason == "length",
+        cached_prompt_tokens=_cached_tokens(rec),
+        server_decode_tokens_per_s=timings.get("predicted_per_second"),
+        server_prompt_tokens_per_s=timings.get("prompt_per_second"),
+    )
+
+
+# One line per metric: what `kurabe bench --explain` prints and the report's methods section
+# shows. docs/metrics.md gives the full definitions; a test keeps the two in step.
+METRIC_DOCS: dict[str, str] = {
+    "ttft_s": "time to first token = t(first chunk carrying generated text, answer or "
+              "reasoning) − t(request sent); role-only chunks do not count",
+    "first_answer_char_s": "time to first answer character = t(first chunk with answer "
+                           "text) − t(sent); equals TTFT unless the model reasons first",
+    "e2e_s": "end-to-end latency = t(end of stream) − t(request sent)",
+    "prompt_tokens_per_s": "prompt tokens/s = prompt_tokens (server's usage) / TTFT; "
+                           "includes HTTP and the first decode step",
+    "decode_tokens_per_s": "decode tokens/s = (output_tokens − 1) / (t(last token chunk) − "
+                           "t(first token chunk)): tokens after the first over the time after the first",
+    "itl_per_token_s": "inter-token latency per token = (t(last) − t(first)) / (output_tokens − 1) "
+                       "= 1 / decode tokens/s",
+    "itl_per_chunk_median_s": "inter-chunk latency = median gap between consecutive text chunks "
+                              "(one request), then the median over requests",
+    "chars_per_s": "answer characters/s = answer characters (NFKC code points, reasoning "
+                   "excluded) / (t(last) − t(first)); comparable across tokenizers",
+    "bytes_per_s": "answer UTF-8 bytes/s = UTF-8 bytes of the answer / (t(last) − t(first))",
+    "chars_per_token": "characters per token = answer characters / output_tokens (only when "
+                       "the model produced no reasoning)",
+    "output_tokens": "output tokens = usage.completion_tokens from the server (one per chunk "
+                     "only when the server reports no count, marked as an estimate)",
+    "answer_chars": "answer characters = len(NFKC(answer)) in Unicode code points",
+    "server_decode_tokens_per_s": "llama.cpp's own timings.predicted_per_second for the same "
+                                  "request, stored for cross-checking",
+    "server_prompt_tokens_per_s": "llama.cpp's own timings.prompt_per_second",
+}

@@ -1,0 +1,1 @@
+"""Model sources: built-in models shipped as PyPI packages, local GGUF files, endpoints."""

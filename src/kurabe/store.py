@@ -1,0 +1,233 @@
+"""The results store: one SQLite file (WAL) per run folder, the source of truth for reports.
+
+Every request is committed as it completes, so an interrupted run loses at most the request
+in flight. The schema carries a version (``PRAGMA user_version``) and forward migrations.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from kurabe import KurabeError
+
+STORE_NAME = "results.sqlite"
+
+MIGRATIONS: list[str] = [
+    # 1: runs, models, requests
+    """
+    CREATE TABLE run (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        created_at TEXT NOT NULL,
+        kurabe_version TEXT NOT NULL,
+        command TEXT NOT NULL,
+        config_json TEXT NOT NULL,
+        machine_json TEXT NOT NULL,
+        status TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        file_path TEXT,
+        file_bytes INTEGER,
+        file_sha256 TEXT,
+        quant TEXT,
+        architecture TEXT,
+        engine_kind TEXT,
+        engine_version TEXT,
+        engine_command_json TEXT,
+        engine_base_url TEXT,
+        engine_log TEXT,
+        settings_json TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        prompt_id TEXT NOT NULL,
+        repeat INTEGER NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('warmup', 'measure')),
+        status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+        error TEXT,
+        sent_at_unix_s REAL NOT NULL,
+        request_json TEXT NOT NULL,
+        record_json TEXT NOT NULL,
+        metrics_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX requests_seq ON requests (seq, status);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
+]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class RequestRow:
+    seq: int
+    model: str
+    prompt_id: str
+    repeat: int
+    phase: str
+    status: str
+    error: str | None
+    sent_at_unix_s: float
+    request: dict[str, Any]
+    record: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class Store:
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = conn
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir: Path) -> Store:
+        path = Path(run_dir) / STORE_NAME
+        if path.exists():
+            raise KurabeError(
+                f"{run_dir} already holds a run; use `kurabe run --resume {run_dir}` "
+                "or choose another --out folder"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls._open(path)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> Store:
+        path = Path(run_dir) / STORE_NAME
+        if not path.is_file():
+            raise KurabeError(f"{run_dir}: no kurabe run here ({STORE_NAME} is missing)")
+        store = cls._open(path)
+        try:
+            store._db.execute("SELECT id FROM run").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise KurabeError(f"{path}: not a kurabe results store ({exc})") from None
+        return store
+
+    @classmethod
+    def _open(cls, path: Path) -> Store:
+        try:
+            conn = sqlite3.connect(path, isolation_level=None)  # explicit transactions
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise KurabeError(f"{path}: cannot open results store: {exc}") from None
+        conn.row_factory = sqlite3.Row
+        store = cls(path, conn)
+        store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise KurabeError(
+                f"{self.path}: written by a newer kurabe (schema {version}); upgrade kurabe"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- run -------------------------------------------------------------------------------
+
+    def write_run(self, *, kurabe_version: str, command: str, config_json: str,
+                  machine: dict[str, Any]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO run (id, created_at, kurabe_version, command, config_json,"
+                " machine_json, status) VALUES (1, ?, ?, ?, ?, ?, 'running')",
+                (utc_now(), kurabe_version, command, config_json, json.dumps(machine)),
+            )
+
+    def run(self) -> dict[str, Any]:
+        row = self._db.execute("SELECT * FROM run WHERE id = 1").fetchone()
+        if row is None:
+            raise KurabeError(f"{self.path}: the run record is missing")
+        data = dict(row)
+        data["machine"] = json.loads(data.pop("machine_json"))
+        return data
+
+    def set_status(self, status: str) -> None:
+        finished = utc_now() if status == "complete" else None
+        self._db.execute("UPDATE run SET status = ?, finished_at = ? WHERE id = 1",
+                         (status, finished))
+
+    def add_event(self, kind: str, detail: str) -> None:
+        self._db.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
+                         (utc_now(), kind, detail))
+
+    def events(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM events ORDER BY id")]
+
+    # -- models ----------------------------------------------------------------------------
+
+    def upsert_model(self, row: dict[str, Any]) -> None:
+        row = {**row, "updated_at": utc_now()}
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._db.execute(f"INSERT OR REPLACE INTO models ({cols}) VALUES ({marks})",
+                         tuple(row.values()))
+
+    def models(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM models ORDER BY rowid")]
+
+    # -- requests --------------------------------------------------------------------------
+
+    def add_request(self, row: RequestRow) -> None:
+        """Commit one finished request (its own transaction: durable once this returns)."""
+        self._db.execute(
+            "INSERT INTO requests (seq, model, prompt_id, repeat, phase, status, error,"
+            " sent_at_unix_s, request_json, record_json, metrics_json, stored_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.seq, row.model, row.prompt_id, row.repeat, row.phase, row.status, row.error,
+             row.sent_at_unix_s, json.dumps(row.request, ensure_ascii=False),
+             json.dumps(row.record, ensure_ascii=False),
+             json.dumps(row.metrics, ensure_ascii=False), utc_now()),
+        )
+
+    def completed_seqs(self) -> set[int]:
+        return {r[0] for r in self._db.execute("SELECT seq FROM requests WHERE status = 'ok'")}
+
+    def requests(self, *, phase: str | None = None, status: str | None = None
+                 ) -> Iterator[RequestRow]:
+        sql = "SELECT * FROM requests WHERE 1=1"
+        args: list[Any] = []
+        if phase:
+            sql += " AND phase = ?"
+            args.append(phase)
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        for r in self._db.execute(sql + " ORDER BY seq, id", args):
+            yield RequestRow(
+                seq=r["seq"], model=r["model"], prompt_id=r["prompt_id"], repeat=r["repeat"],
+                phase=r["phase"], status=r["status"], error=r["error"],
+                sent_at_unix_s=r["sent_at_unix_s"], request=json.loads(r["request_json"]),
+                record=json.loads(r["record_json"]), metrics=json.loads(r["metrics_json"]),
+            )
