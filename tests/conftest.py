@@ -1,0 +1,64 @@
+"""Shared fixtures: real built-in models and real llama.cpp servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kurabe.engines.llamacpp import LlamaCppServer
+from kurabe.models.builtin import builtin_model, builtin_path
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # Model assembly and hash caches go to a per-session folder, not the user's home.
+    if "KURABE_CACHE_DIR" not in os.environ:
+        os.environ["KURABE_CACHE_DIR"] = str(tmp_path_factory.mktemp("kurabe-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return builtin_path("builtin:smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    return builtin_path("builtin:gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2_path, tmp_path_factory):
+    """One real llama.cpp server for SmolLM2, shared by the tests that only send requests."""
+    log_dir = tmp_path_factory.mktemp("smollm2-engine")
+    server = LlamaCppServer("smollm2", smollm2_path, ctx=2048, log_path=log_dir / "smollm2.log")
+    endpoint = server.start()
+    yield server, endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gemma_server(gemma_path, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("gemma-engine")
+    server = LlamaCppServer("gemma", gemma_path, ctx=2048, log_path=log_dir / "gemma.log",
+                            chat_template=builtin_model("gemma3-270m").chat_template)
+    endpoint = server.start()
+    yield server, endpoint
+    server.stop()
+
+
+def run_kurabe(*args: str, timeout: float = 600, check: bool = False, env=None,
+               **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in its own process, as a user would."""
+    done = subprocess.run([sys.executable, "-m", "kurabe", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"kurabe {' '.join(args)} exited {done.returncode}:\n"
+                             f"{done.stdout}\n{done.stderr}")
+    return done
