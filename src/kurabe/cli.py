@@ -17,8 +17,9 @@ from kurabe.analysis.run import RunAnalysis
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="kurabe (比べ): an honest, reproducible shootout between local LLMs.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
+# Piped output (scripts, CI logs) gets wide lines instead of wrapped table cells.
+out = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=True)
 
 
 def _fail(exc: KurabeError) -> None:

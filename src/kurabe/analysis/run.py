@@ -52,7 +52,9 @@ def analyse_run(store: Store) -> RunAnalysis:
     speed = analyse_speed(model_names, measured, fixed_length=config["run"]["fixed_length"],
                           errors=errors)
     stored = {m["name"]: m for m in store.models()}
-    models = [{**m, **stored.get(m["name"], {})} for m in config["models"]]
+    blank = dict.fromkeys(("file_path", "file_bytes", "file_sha256", "quant", "architecture",
+                           "engine_kind", "engine_version", "engine_log", "settings_json"))
+    models = [{**blank, **m, **stored.get(m["name"], {})} for m in config["models"]]
     n_prompts = len(config.get("prompts") or []) or len({r.prompt_id for r in measured})
     return RunAnalysis(run=run, config=config, models=models, speed=speed, measured=measured,
                        events=store.events(),

@@ -68,7 +68,10 @@ class Shootout:
     @classmethod
     def create(cls, config: ShootoutConfig, run_dir: Path, command: list[str] | None = None,
                progress: ProgressHook | None = None) -> Shootout:
-        prompts_of(config)  # fail on bad prompts before creating anything
+        # Fail on bad prompts or model files before creating anything.
+        prompts_of(config)
+        for model in config.models:
+            resolve_model(model.name, model.source, model.kind, model.engine.chat_template_file)
         store = Store.create(run_dir)
         store.write_run(kurabe_version=__version__,
                         command=shlex.join(command if command is not None else sys.argv),

@@ -21,6 +21,7 @@ MAX_KV = 1 << 16
 MAX_TENSORS = 1 << 20
 MAX_DIMS = 8
 KEEP_ARRAY_ITEMS = 4096  # longer arrays are skipped and summarised by their length
+MAX_ARRAY_DEPTH = 16  # arrays of arrays: real files nest one level, if at all
 
 # GGUF value types -> struct format (None: string / array)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
@@ -104,23 +105,27 @@ class _Reader:
             raise GGUFError(f"{self.path}: corrupt GGUF header (a {n}-byte string)")
         self.fh.seek(n, 1)
 
-    def value(self, vtype: int) -> Any:
+    def value(self, vtype: int, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype])
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise GGUFError(
+                    f"{self.path}: corrupt GGUF header (arrays nested over {MAX_ARRAY_DEPTH} deep)"
+                )
             item_type = self.unpack("<I")
             length = self.unpack("<Q")
             if length > (1 << 34):
                 raise GGUFError(f"{self.path}: corrupt GGUF header (an array of {length} items)")
             if length > KEEP_ARRAY_ITEMS:
-                self.skip_array(item_type, length)
+                self.skip_array(item_type, length, depth + 1)
                 return SkippedArray(item_type, length)
-            return [self.value(item_type) for _ in range(length)]
+            return [self.value(item_type, depth + 1) for _ in range(length)]
         raise GGUFError(f"{self.path}: corrupt GGUF header (unknown value type {vtype})")
 
-    def skip_array(self, item_type: int, length: int) -> None:
+    def skip_array(self, item_type: int, length: int, depth: int) -> None:
         if item_type in _SCALARS:
             self.fh.seek(struct.calcsize(_SCALARS[item_type]) * length, 1)
         elif item_type == _STRING:
@@ -128,7 +133,7 @@ class _Reader:
                 self.skip_string()
         else:
             for _ in range(length):
-                self.value(item_type)
+                self.value(item_type, depth)
 
 
 def read_header(path: str | Path) -> GGUFHeader:
@@ -159,9 +164,13 @@ def read_header(path: str | Path) -> GGUFHeader:
             name = r.string()
             n_dims = r.unpack("<I")
             if n_dims > MAX_DIMS:
-                raise GGUFError(f"{path}: corrupt GGUF header (tensor {name} has {n_dims} dims)")
+                raise GGUFError(
+                    f"{path}: corrupt GGUF header (tensor {name!r} has {n_dims} dims)"
+                )
             shape = tuple(r.unpack("<q") for _ in range(n_dims))
             tensors.append(TensorInfo(name, shape, r.unpack("<I"), r.unpack("<Q")))
         header_bytes = fh.tell()
         file_bytes = fh.seek(0, 2)
+        if header_bytes > file_bytes:  # a skipped array at the end ran past the file's end
+            raise GGUFError(f"{path}: truncated GGUF header (ends at byte {file_bytes})")
     return GGUFHeader(path, version, metadata, tensors, header_bytes, file_bytes)

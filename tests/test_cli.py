@@ -1,0 +1,236 @@
+"""The real CLI, end to end, on the two built-in models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ARTIFACTS, run_kurabe
+from kurabe.metrics import METRIC_DOCS
+
+pytestmark = pytest.mark.engine
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def measured_rows(run_dir: Path) -> int:
+    db = run_dir / "results.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(db)
+        return con.execute("SELECT count(*) FROM requests WHERE phase='measure' AND status='ok'"
+                           ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def wait_for(predicate, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def test_bench_json_matches_a_hand_computation_from_the_csv(tmp_path):
+    out = tmp_path / "run"
+    done = run_kurabe("bench", "--model", "a=builtin:smollm2-135m", "--model",
+                      "b=builtin:gemma3-270m", "--repeats", "2", "--max-tokens", "24",
+                      "--fixed-length", "--json", "--out", str(out), check=True)
+    summary = json.loads(done.stdout)
+    for name in ("a", "b"):
+        model = summary["models"][name]
+        for key in ("decode_tokens_per_s", "prompt_tokens_per_s", "ttft_s", "chars_per_s"):
+            est = model[key]
+            assert set(est) >= {"median", "ci_low", "ci_high"}
+            assert est["ci_low"] <= est["median"] <= est["ci_high"]
+    comp = summary["comparison"]
+    assert comp["ci_low"] <= comp["ratio"] <= comp["ci_high"]
+
+    rows = list(csv.DictReader(open(out / "results.csv", encoding="utf-8")))
+    assert len(rows) == 2 * 2 * 6  # models x repeats x built-in prompts
+    assert {int(r["output_tokens"]) for r in rows} == {24}  # fixed-length mode
+    by = {(r["model"], r["prompt_id"], r["repeat"]): float(r["decode_tokens_per_s"]) for r in rows}
+    logs = [math.log(by[("a", p, k)] / by[("b", p, k)]) for (m, p, k) in by if m == "a"]
+    assert comp["ratio"] == pytest.approx(math.exp(sum(logs) / len(logs)), rel=1e-9)
+    a_decode = sorted(float(r["decode_tokens_per_s"]) for r in rows if r["model"] == "a")
+    assert summary["models"]["a"]["decode_tokens_per_s"]["median"] == pytest.approx(
+        (a_decode[5] + a_decode[6]) / 2)
+    # fixed-length mode: equal lengths, so neither length nor cap warnings
+    codes = {w["code"] for w in summary["warnings"]}
+    assert not codes & {"output_length_mismatch", "length_capped", "prompt_cache_hits"}
+
+    for name in ("report.md", "results.jsonl", "results.sqlite", "engines/a.log", "engines/b.log"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert comp["sentence"] in report
+
+    # Re-render from the store alone: same figures, same report.
+    (out / "report.md").unlink()
+    again = run_kurabe("report", str(out), "--json", check=True)
+    assert json.loads(again.stdout)["comparison"] == comp
+    assert (out / "report.md").read_text(encoding="utf-8") == report
+
+
+def test_explain_prints_every_metric():
+    done = run_kurabe("bench", "--explain", check=True)
+    for key in METRIC_DOCS:
+        assert key in done.stdout
+
+
+def test_models_lists_the_builtins_as_installed():
+    done = run_kurabe("models", check=True)
+    assert "builtin:smollm2-135m" in done.stdout and "builtin:gemma3-270m" in done.stdout
+    assert "not installed" not in done.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "/nonexistent/shootout.toml"], "/nonexistent/shootout.toml"),
+    (["bench", "--model", "a=/nonexistent/a.gguf", "--out", "{tmp}/r"], "/nonexistent/a.gguf"),
+    (["bench", "--model", "a=builtin:nope", "--out", "{tmp}/r"], "builtin:nope"),
+    (["report", "{tmp}/empty"], "no kurabe run here"),
+    (["run", "--resume", "{tmp}/empty"], "no kurabe run here"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, args, needle):
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    done = run_kurabe(*args)
+    assert done.returncode == 2
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_report_compares_both_builtin_models(tmp_path):
+    out = tmp_path / "demo"
+    done = run_kurabe("demo", "--repeats", "1", "--max-tokens", "24", "--out", str(out), check=True)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "smollm2-135m" in report and "gemma3-270m" in report
+    assert "decodes" in report and "95% CI" in report or "no clear winner" in report
+    assert "## Fairness warnings" in report and "## Setup" in report
+    assert "decodes" in done.stdout or "no clear winner" in done.stdout
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "demo-report.md").write_text(report, encoding="utf-8")
+
+
+SHOOTOUT = """
+[run]
+name = "resume-test"
+repeats = 4
+warmup = 1
+max_tokens = 32
+
+[[models]]
+name = "smol"
+source = "builtin:smollm2-135m"
+engine = {{ ctx = 1024 }}
+
+[[models]]
+name = "gemma"
+source = "builtin:gemma3-270m"
+engine = {{ ctx = 1024 }}
+
+[[prompts]]
+id = "ja"
+text = "日本の四季について説明してください。"
+
+[[prompts]]
+id = "en"
+text = "Describe the four seasons in Japan."
+"""
+
+
+def test_killing_an_engine_mid_run_then_resume_completes_without_redoing(tmp_path):
+    cfg = tmp_path / "shootout.toml"
+    cfg.write_text(SHOOTOUT.format(), encoding="utf-8")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "kurabe", "run", str(cfg), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: measured_rows(out) >= 4)
+        engines = children(proc.pid)
+        gemma = [p for p in engines
+                 if "gemma" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+        assert len(gemma) == 1
+        os.kill(gemma[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, stderr
+    assert "engine exited during the run" in stderr and "--resume" in stderr
+    for pid in engines:
+        assert not alive(pid)  # the surviving engine was stopped too
+
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("SELECT status FROM run").fetchone()[0] == "failed"
+    before = dict(con.execute("SELECT seq, record_json FROM requests WHERE status='ok'"))
+    con.close()
+    n_before = measured_rows(out)
+    assert 4 <= n_before < 16
+    assert "Incomplete run" in (out / "report.md").read_text(encoding="utf-8")
+
+    run_kurabe("run", "--resume", str(out), check=True)
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("SELECT status FROM run").fetchone()[0] == "complete"
+    ok = con.execute("SELECT seq FROM requests WHERE status='ok' AND phase='measure'").fetchall()
+    assert len(ok) == 16 and len({s for (s,) in ok}) == 16  # 2 models x 4 repeats x 2 prompts
+    after = dict(con.execute("SELECT seq, record_json FROM requests WHERE status='ok'"))
+    assert all(after[seq] == rec for seq, rec in before.items())  # nothing redone
+    assert "Incomplete run" not in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_ctrl_c_stops_the_engines_and_keeps_what_was_measured(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "kurabe", "bench", "--model",
+                             "a=builtin:smollm2-135m", "--repeats", "20", "--max-tokens", "32",
+                             "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: measured_rows(out) >= 2)
+        engines = children(proc.pid)
+        assert engines
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    wait_for(lambda: not any(alive(p) for p in engines), timeout=15)
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("SELECT status FROM run").fetchone()[0] == "interrupted"
+    assert measured_rows(out) >= 2
