@@ -108,6 +108,7 @@ class _ServerState:
 
     def reset(self) -> None:
         self.peak = self.active
+        self.connections = 0
         self.lateness_s: list[float] = []
         self.cpu0 = time.process_time()
         self.wall0 = time.perf_counter()
@@ -117,6 +118,7 @@ class _ServerState:
         wall = time.perf_counter() - self.wall0
         return {
             "peak_streams": self.peak,
+            "connections": self.connections,
             "late_p99_ms": percentile(late, 99) * 1e3 if late else 0.0,
             "late_max_ms": late[-1] * 1e3 if late else 0.0,
             "cpu_share": (time.process_time() - self.cpu0) / wall if wall > 0 else 0.0,
@@ -162,6 +164,7 @@ def _send_json(writer: asyncio.StreamWriter, status: str, payload: dict) -> None
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                   state: _ServerState) -> None:
+    state.connections += 1
     try:
         while True:  # HTTP/1.1 keep-alive: one request after another on this connection
             head = await reader.readuntil(b"\r\n\r\n")
@@ -444,15 +447,16 @@ def _print_paced(rows: list[PacedRow], n_tokens: int, pace_ms: float, limit_ms: 
     print()
     print(f"   {'N':>4} {'gaps':>6} {'jitter p50':>10} {'p99':>7} {'max':>7} "
           f"{'added p99':>10} {'1st chunk':>10} {'client CPU':>10} {'CPU/token':>10} "
-          f"{'open':>5} {'srv late p99':>12} {'srv CPU':>8}  ok")
+          f"{'open':>5} {'conns':>6} {'srv late p99':>12} {'srv CPU':>8}  ok")
     print(f"   {'':>4} {'':>6} {'(ms)':>10} {'(ms)':>7} {'(ms)':>7} "
           f"{'(ms)':>10} {'max (ms)':>10} {'(% core)':>10} {'(us)':>10} "
-          f"{'':>5} {'(ms)':>12} {'(% core)':>8}")
+          f"{'':>5} {'':>6} {'(ms)':>12} {'(% core)':>8}")
     for r in rows:
         print(f"   {r.n:>4} {r.gaps:>6} {r.jitter_p50_ms:10.2f} {r.jitter_p99_ms:7.2f} "
               f"{r.jitter_max_ms:7.2f} {r.added_p99_ms:10.2f} {r.first_chunk_max_ms:10.1f} "
               f"{r.cpu_share * 100:9.1f}% {r.cpu_us_per_token:10.1f} "
-              f"{r.server['peak_streams']:>5} {r.server['late_p99_ms']:12.2f} "
+              f"{r.server['peak_streams']:>5} {r.server['connections']:>6} "
+              f"{r.server['late_p99_ms']:12.2f} "
               f"{r.server['cpu_share'] * 100:7.1f}%  {'yes' if r.ok(limit_ms) else 'NO'}")
     print()
     print("   gaps = inter-chunk gaps pooled over all streams (small N is repeated to get "
@@ -463,6 +467,8 @@ def _print_paced(rows: list[PacedRow], n_tokens: int, pace_ms: float, limit_ms: 
           "parsed;\n"
           "   client CPU = client CPU time / wall time; open = most streams the server had "
           "open at once;\n"
+          "   conns = TCP connections the client opened for these streams (the rest were "
+          "reused);\n"
           "   srv late = server lateness against its own schedule; srv CPU = the server "
           "process's share.")
     print(f"   Criterion: N is sustained when the p99 jitter is under {limit_ms:g} ms and all N "

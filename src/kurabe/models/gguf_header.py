@@ -140,8 +140,8 @@ def read_header(path: str | Path) -> GGUFHeader:
     path = Path(path)
     try:
         fh = open(path, "rb")
-    except OSError as exc:
-        raise GGUFError(f"{path}: cannot open: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise GGUFError(f"{path}: cannot open: {getattr(exc, 'strerror', None) or exc}") from None
     with fh:
         r = _Reader(fh, path)
         magic = fh.read(4)
@@ -167,7 +167,7 @@ def read_header(path: str | Path) -> GGUFHeader:
                 raise GGUFError(
                     f"{path}: corrupt GGUF header (tensor {name!r} has {n_dims} dims)"
                 )
-            shape = tuple(r.unpack("<q") for _ in range(n_dims))
+            shape = tuple(r.unpack("<Q") for _ in range(n_dims))  # uint64 per the spec
             tensors.append(TensorInfo(name, shape, r.unpack("<I"), r.unpack("<Q")))
         header_bytes = fh.tell()
         file_bytes = fh.seek(0, 2)
