@@ -1,0 +1,228 @@
+"""Reasoning vs answer: one module that splits every format kurabe meets, streamed or not.
+
+Formats: reasoning split out by the server (llama.cpp ``reasoning_content``, vLLM
+``reasoning``, Ollama ``message.thinking``); inline ``<think>…</think>``; output that starts
+inside a ``<think>`` the chat template already opened; a thinking block that never closes;
+Harmony channels (``<|channel|>analysis<|message|>…<|end|>…<|channel|>final<|message|>…``),
+including the degraded form in which the special tokens were decoded as plain words
+(``analysis…assistantfinal…``). Whatever is left of a marker in the answer is a leak.
+
+Outcomes: ``answered``; ``thinking_exhausted`` (stopped by the token limit inside reasoning,
+with no answer: never a refusal, never graded); ``leaked`` (reasoning markers in the answer);
+``empty`` (any other empty answer).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+H_CHANNEL, H_MESSAGE, H_END, H_START, H_RETURN = (
+    "<|channel|>", "<|message|>", "<|end|>", "<|start|>", "<|return|>")
+# Markers that must never reach an answer. "assistantfinal" is Harmony's
+# "<|start|>assistant<|channel|>final" with the special tokens decoded as nothing.
+LEAK_MARKERS = (THINK_OPEN, THINK_CLOSE, H_CHANNEL, H_MESSAGE, H_END, H_START, H_RETURN,
+                "<|im_start|>", "<|im_end|>", "assistantfinal")
+
+_HARMONY_FINAL = re.compile(r"<\|channel\|>\s*final\s*(?:<\|constrain\|>[^<]*)?<\|message\|>")
+_HARMONY_ANALYSIS = re.compile(r"<\|channel\|>\s*(?:analysis|commentary)[^<]*<\|message\|>")
+_DEGRADED = re.compile(r"^\s*analysis(?=\S)")
+_DEGRADED_FINAL = re.compile(r"assistant\s*final")
+
+OUTCOMES = ("answered", "thinking_exhausted", "leaked", "empty")
+
+
+@dataclass
+class Segment:
+    """A span of the raw content stream, [start, end) in characters."""
+
+    start: int
+    end: int
+    kind: str  # reasoning | answer | marker
+
+
+@dataclass
+class Split:
+    reasoning: str
+    answer: str
+    format: str  # server | think | think-opened | harmony | harmony-degraded | none
+    reasoning_closed: bool  # False: reasoning was still open when the output ended
+    leaked_markers: list[str] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)  # over the content stream only
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("segments")
+        return data
+
+
+def _leaks(answer: str) -> list[str]:
+    return [m for m in LEAK_MARKERS if m in answer]
+
+
+def _trim(text: str) -> str:
+    return text.strip()
+
+
+def split_content(content: str, server_reasoning: str = "", *,
+                  starts_in_reasoning: bool | None = None) -> Split:
+    """Split one response. ``server_reasoning``: text the server already split out.
+
+    ``starts_in_reasoning``: True when the chat template opened ``<think>`` itself, so the
+    output begins inside reasoning; False when the template is known not to; None when
+    unknown, in which case a ``</think>`` with no ``<think>`` before it means the template
+    opened it (see ``template_opens_thinking``).
+    """
+    n = len(content)
+    if server_reasoning:
+        # The server split it: content is the answer; anything marker-like in it leaked.
+        answer = content
+        return Split(server_reasoning, _trim(answer), "server", True, _leaks(answer),
+                     [Segment(0, n, "answer")] if n else [])
+
+    # Harmony with real special-token text.
+    final = _HARMONY_FINAL.search(content)
+    analysis = _HARMONY_ANALYSIS.search(content)
+    if analysis or final:
+        segs: list[Segment] = []
+        reasoning_parts = []
+        pos = 0
+        closed = True
+        if analysis and (not final or analysis.start() < final.start()):
+            segs.append(Segment(0, analysis.end(), "marker"))
+            r_end_match = re.compile(re.escape(H_END)).search(content, analysis.end())
+            limit = final.start() if final else n
+            r_end = r_end_match.start() if r_end_match and r_end_match.start() < limit else limit
+            if not final and not r_end_match:
+                closed = False
+            reasoning_parts.append(content[analysis.end():r_end])
+            segs.append(Segment(analysis.end(), r_end, "reasoning"))
+            pos = r_end
+        if final:
+            segs.append(Segment(pos, final.end(), "marker"))
+            end = n
+            for stop in (H_RETURN, H_END):
+                idx = content.find(stop, final.end())
+                if idx != -1:
+                    end = min(end, idx)
+            answer = content[final.end():end]
+            segs.append(Segment(final.end(), end, "answer"))
+            if end < n:
+                segs.append(Segment(end, n, "marker"))
+        else:
+            answer = ""
+            if pos < n:
+                segs.append(Segment(pos, n, "marker"))
+        return Split(_trim("".join(reasoning_parts)), _trim(answer), "harmony", closed,
+                     _leaks(answer), segs)
+
+    # Harmony whose special tokens were decoded as nothing: "analysis…assistantfinal…".
+    if _DEGRADED.match(content):
+        head = _DEGRADED.match(content)
+        fin = _DEGRADED_FINAL.search(content, head.end())
+        if fin:
+            answer = content[fin.end():]
+            return Split(_trim(content[head.end():fin.start()]), _trim(answer),
+                         "harmony-degraded", True, _leaks(answer),
+                         [Segment(0, head.end(), "marker"),
+                          Segment(head.end(), fin.start(), "reasoning"),
+                          Segment(fin.start(), fin.end(), "marker"),
+                          Segment(fin.end(), n, "answer")])
+
+    # <think> … </think>
+    lead = len(content) - len(content.lstrip())
+    opened_by_template = starts_in_reasoning is True or (
+        starts_in_reasoning is None and THINK_CLOSE in content
+        and THINK_OPEN not in content.split(THINK_CLOSE, 1)[0])
+    if content.startswith(THINK_OPEN, lead) or opened_by_template:
+        opened = content.startswith(THINK_OPEN, lead)
+        r_start = lead + len(THINK_OPEN) if opened else 0
+        close = content.find(THINK_CLOSE, r_start)
+        segs = [Segment(0, r_start, "marker")] if r_start else []
+        fmt = "think" if opened else "think-opened"
+        if close == -1:
+            segs.append(Segment(r_start, n, "reasoning"))
+            return Split(_trim(content[r_start:]), "", fmt, False, [], segs)
+        a_start = close + len(THINK_CLOSE)
+        segs += [Segment(r_start, close, "reasoning"), Segment(close, a_start, "marker"),
+                 Segment(a_start, n, "answer")]
+        answer = content[a_start:]
+        return Split(_trim(content[r_start:close]), _trim(answer), fmt, True, _leaks(answer),
+                     segs)
+
+    # No reasoning format recognised: it is all answer (and any marker in it leaked).
+    return Split("", _trim(content), "none", True, _leaks(content),
+                 [Segment(0, n, "answer")] if n else [])
+
+
+def outcome(split: Split, finish_reason: str | None) -> str:
+    if split.leaked_markers:
+        return "leaked"
+    if split.answer:
+        return "answered"
+    if split.reasoning and (finish_reason == "length" or not split.reasoning_closed):
+        return "thinking_exhausted"
+    return "empty"
+
+
+def template_opens_thinking(chat_template: str | None) -> bool:
+    """True when the template's generation prompt itself opens <think> (output starts inside)."""
+    if not chat_template:
+        return False
+    tail = chat_template[chat_template.rfind("add_generation_prompt"):] \
+        if "add_generation_prompt" in chat_template else ""
+    return THINK_OPEN in tail and THINK_CLOSE not in tail.split(THINK_OPEN, 1)[1][:40]
+
+
+def has_thinking_markers(chat_template: str | None) -> bool:
+    return bool(chat_template) and (THINK_OPEN in chat_template or H_CHANNEL in chat_template
+                                    or "reasoning_content" in chat_template
+                                    or "enable_thinking" in chat_template)
+
+
+@dataclass
+class TimedSplit:
+    split: Split
+    t_first_reasoning_s: float | None
+    t_first_answer_s: float | None
+    t_last_reasoning_s: float | None
+    reasoning_chunks: int
+    answer_chunks: int
+
+
+def split_stream(chunks: list[tuple[float, str, str]], *,
+                 starts_in_reasoning: bool | None = None) -> TimedSplit:
+    """Split a timestamped stream [(t, content, reasoning)] and time each side.
+
+    A chunk belongs to a side when it adds at least one non-space character to it; the
+    server's own reasoning field counts as reasoning.
+    """
+    content = "".join(c for _, c, _ in chunks)
+    server_reasoning = "".join(r for _, _, r in chunks)
+    split = split_content(content, server_reasoning, starts_in_reasoning=starts_in_reasoning)
+    t_r = t_a = t_rl = None
+    n_r = n_a = 0
+    offset = 0
+    for t, c, r in chunks:
+        start, end = offset, offset + len(c)
+        offset = end
+        is_r = bool(r.strip())
+        is_a = False
+        for seg in split.segments:
+            lo, hi = max(start, seg.start), min(end, seg.end)
+            if lo < hi and content[lo:hi].strip():
+                if seg.kind == "reasoning":
+                    is_r = True
+                elif seg.kind == "answer":
+                    is_a = True
+        if is_r:
+            n_r += 1
+            t_rl = t
+            if t_r is None:
+                t_r = t
+        if is_a:
+            n_a += 1
+            if t_a is None:
+                t_a = t
+    return TimedSplit(split, t_r, t_a, t_rl, n_r, n_a)
