@@ -108,3 +108,39 @@ def test_template_opening_detection():
               "{%- endif %}")
     assert not template_opens_thinking(closed)
     assert not template_opens_thinking(None)
+
+
+CASES = {
+    "openai.json": ('{"choices":[{"message":{"content":"","reasoning_content":"考え中"},'
+                    '"finish_reason":"length"}]}', None, ("考え中", "", "thinking_exhausted")),
+    "openai-inline.json": ('{"choices":[{"message":{"content":"<think>r</think>答え"},'
+                           '"finish_reason":"stop"}]}', None, ("r", "答え", "answered")),
+    "ollama.json": ('{"message":{"role":"assistant","content":"A","thinking":"T"},'
+                    '"done_reason":"stop","done":true}', None, ("T", "A", "answered")),
+    "ollama.ndjson": ('{"message":{"content":"","thinking":"T1"},"done":false}\n'
+                      '{"message":{"content":"","thinking":"T2"},"done":true,"done_reason":"length"}\n',
+                      None, ("T1T2", "", "thinking_exhausted")),
+    "stream.sse": ('data: {"choices":[{"delta":{"content":"<|channel|>analysis<|message|>R"}}]}\n\n'
+                   'data: {"choices":[{"delta":{"content":"<|end|><|start|>assistant<|channel|>final'
+                   '<|message|>F"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n',
+                   None, ("R", "F", "answered")),
+    "plain.txt": ("<think>never closed", "length", ("never closed", "", "thinking_exhausted")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_thinking_split_command_reads_every_saved_format(tmp_path, name):
+    import json
+
+    from conftest import run_kurabe
+
+    text, finish, (reasoning, answer, result) = CASES[name]
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    args = ["thinking", "split", str(path), "--json"]
+    if finish:
+        args += ["--finish-reason", finish]
+    done = run_kurabe(*args, check=True)
+    got = json.loads(done.stdout)
+    assert (got["reasoning"], got["answer"], got["outcome"]) == (reasoning, answer, result)
+    assert got["leaked_markers"] == []

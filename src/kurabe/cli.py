@@ -207,6 +207,44 @@ def models(
     out.print(table)
 
 
+thinking_app = typer.Typer(no_args_is_help=True, help="Reasoning diagnostics.")
+app.add_typer(thinking_app, name="thinking")
+
+
+@thinking_app.command("split")
+def thinking_split(
+    file: Annotated[Path, typer.Argument(help="a saved response: chat-completion JSON, Ollama JSON, an SSE transcript or plain text")],
+    json_out: Annotated[bool, typer.Option("--json", help="print reasoning, answer, outcome, leaked_markers as JSON")] = False,
+    finish_reason: Annotated[Optional[str], typer.Option("--finish-reason", help="override the stop reason (e.g. length)")] = None,
+) -> None:
+    """Split a saved response into reasoning and answer, and say its outcome."""
+    from kurabe.thinking import outcome, parse_saved_response, split_content
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(KurabeError(f"{file}: cannot read: {exc.strerror}"))
+    except UnicodeDecodeError:
+        _fail(KurabeError(f"{file}: not UTF-8 text"))
+    saved = parse_saved_response(text)
+    split = split_content(saved.content, saved.reasoning)
+    finish = finish_reason or saved.finish_reason
+    result = {"reasoning": split.reasoning, "answer": split.answer,
+              "outcome": outcome(split, finish), "leaked_markers": split.leaked_markers,
+              "format": split.format, "finish_reason": finish, "input_kind": saved.kind}
+    if json_out:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        return
+    out.print(f"[bold]outcome:[/] {result['outcome']}  (format {split.format}, input {saved.kind}, "
+              f"finish_reason {finish})", highlight=False)
+    if split.leaked_markers:
+        out.print(f"[yellow]leaked markers:[/] {', '.join(split.leaked_markers)}", highlight=False)
+    out.rule("reasoning")
+    out.print(split.reasoning or "(none)", markup=False, highlight=False)
+    out.rule("answer")
+    out.print(split.answer or "(empty)", markup=False, highlight=False)
+
+
 @app.callback(invoke_without_command=True)
 def _main(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
     if version:

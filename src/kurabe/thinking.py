@@ -226,3 +226,83 @@ def split_stream(chunks: list[tuple[float, str, str]], *,
             if t_a is None:
                 t_a = t
     return TimedSplit(split, t_r, t_a, t_rl, n_r, n_a)
+
+
+@dataclass
+class SavedResponse:
+    content: str
+    reasoning: str
+    finish_reason: str | None
+    kind: str  # openai | openai-sse | ollama | ollama-ndjson | text
+
+
+def _from_openai(obj: dict) -> SavedResponse | None:
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None
+    choice = choices[0]
+    msg = choice.get("message") or choice.get("delta") or {}
+    text = msg.get("content") if isinstance(msg, dict) else None
+    if text is None:
+        text = choice.get("text") or ""
+    reasoning = (msg.get("reasoning_content") or msg.get("reasoning") or "") if isinstance(msg, dict) else ""
+    return SavedResponse(text or "", reasoning, choice.get("finish_reason"), "openai")
+
+
+def _from_ollama(obj: dict) -> SavedResponse | None:
+    if "message" in obj and isinstance(obj["message"], dict):
+        msg = obj["message"]
+        return SavedResponse(msg.get("content") or "", msg.get("thinking") or "",
+                             obj.get("done_reason"), "ollama")
+    if "response" in obj:  # /api/generate
+        return SavedResponse(obj.get("response") or "", obj.get("thinking") or "",
+                             obj.get("done_reason"), "ollama")
+    return None
+
+
+def parse_saved_response(text: str) -> SavedResponse:
+    """A saved response: chat-completion JSON, Ollama JSON/NDJSON, an SSE transcript, or text."""
+    import json
+
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            found = _from_openai(obj) or _from_ollama(obj)
+            if found:
+                return found
+        # Ollama streams one JSON object per line.
+        lines = [ln for ln in stripped.splitlines() if ln.strip()]
+        try:
+            objs = [json.loads(ln) for ln in lines]
+        except json.JSONDecodeError:
+            objs = []
+        if objs and all(isinstance(o, dict) for o in objs):
+            parts = [_from_ollama(o) or _from_openai(o) for o in objs]
+            if all(parts):
+                finish = next((p.finish_reason for p in reversed(parts) if p.finish_reason), None)
+                return SavedResponse("".join(p.content for p in parts),
+                                     "".join(p.reasoning for p in parts), finish,
+                                     "ollama-ndjson" if parts[0].kind == "ollama" else "openai")
+    if re.search(r"^data:", stripped, flags=re.MULTILINE):
+        content, reasoning, finish = [], [], None
+        for line in stripped.splitlines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            try:
+                obj = json.loads(payload)
+            except json.JSONDecodeError:
+                continue
+            for choice in obj.get("choices") or []:
+                delta = choice.get("delta") or choice.get("message") or {}
+                content.append(delta.get("content") or "")
+                reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
+                finish = choice.get("finish_reason") or finish
+        return SavedResponse("".join(content), "".join(reasoning), finish, "openai-sse")
+    return SavedResponse(text, "", None, "text")
