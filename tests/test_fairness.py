@@ -58,4 +58,4 @@ def test_length_caps_are_expected_in_fixed_length_mode_and_failures_are_counted(
     failed = [row("b", "p", 9)]
     a = analyse_speed(["a", "b"], rows, fixed_length=True, errors=failed)
     assert codes(a) == {"failed_requests"}
-    assert a.counts["b"] == {"ok": 2, "error": 1}
+    assert a.counts["b"] == {"ok": 2, "error": 1, "answered": 2}

@@ -93,3 +93,28 @@ def test_every_metric_is_explained_in_docs(pytestconfig):
     doc = (pytestconfig.rootpath / "docs" / "metrics.md").read_text(encoding="utf-8")
     for key in METRIC_DOCS:
         assert f"`{key}`" in doc, f"docs/metrics.md does not define {key}"
+
+
+def test_reasoning_and_answer_phases_are_timed_apart():
+    # inline tags, 3 reasoning chunks then 3 answer chunks, 6 tokens by the server
+    rec = record([(0.1, "<think>", ""), (0.2, "考", ""), (0.3, "え", ""), (0.4, "</think>", ""),
+                  (0.5, "答", ""), (0.7, "え", ""), (0.9, "。", "")], t_done_s=1.0,
+                 finish_reason="stop", usage={"completion_tokens": 7, "prompt_tokens": 1})
+    m = speed_metrics(rec, reasoning_tokens=2, reasoning_tokens_source="tokenizer")
+    assert m.outcome == "answered" and m.reasoning_format == "think"
+    assert m.first_reasoning_s == 0.2 and m.first_answer_char_s == 0.5
+    assert m.thinking_s == pytest.approx(0.4)  # 0.5 - 0.1 (first token)
+    assert (m.reasoning_tokens, m.answer_tokens) == (2, 5)
+    assert m.reasoning_decode_tokens_per_s == pytest.approx(1 / 0.1)  # 1 token in 0.2..0.3
+    assert m.answer_decode_tokens_per_s == pytest.approx(4 / 0.4)  # 4 tokens in 0.5..0.9
+    assert m.answer_chars == 3 and m.reasoning_chars == 2
+
+
+def test_thinking_exhausted_without_a_tokenizer_is_estimated_from_chunks():
+    rec = record([(0.1, "", "a"), (0.2, "", "b"), (0.3, "", "c")], t_done_s=0.3,
+                 finish_reason="length", usage={"completion_tokens": 3, "prompt_tokens": 1})
+    m = speed_metrics(rec)
+    assert m.outcome == "thinking_exhausted"
+    assert (m.reasoning_tokens, m.reasoning_tokens_source, m.answer_tokens) == (3, "estimate", 0)
+    assert m.first_answer_char_s is None and m.answer_decode_tokens_per_s is None
+    assert m.thinking_s == pytest.approx(0.2)

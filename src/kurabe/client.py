@@ -114,6 +114,19 @@ class ChatClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text`` by the model's own tokenizer (llama.cpp's /tokenize), else None."""
+        if self.endpoint.engine_kind != "llama.cpp" or not text:
+            return None
+        try:
+            resp = await self._http.post(f"{self.endpoint.server_root}/tokenize",
+                                         json={"content": text, "add_special": False})
+            if resp.status_code != 200:
+                return None
+            return len(resp.json().get("tokens") or [])
+        except (httpx.HTTPError, ValueError):
+            return None
+
     async def stream_chat(self, req: ChatRequest) -> StreamRecord:
         body = request_body(self.endpoint, req)
         url = f"{self.endpoint.base_url}/chat/completions"

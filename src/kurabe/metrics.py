@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import regex
 
 from kurabe.client import StreamRecord
+from kurabe.thinking import outcome, split_stream
 
 _GRAPHEME = regex.compile(r"\X")
 
@@ -52,6 +53,17 @@ class SpeedMetrics:
     cached_prompt_tokens: int | None
     server_decode_tokens_per_s: float | None
     server_prompt_tokens_per_s: float | None
+    # Reasoning (see kurabe.thinking): split, outcome and the two phases timed apart.
+    outcome: str = "answered"
+    reasoning_format: str = "none"
+    leaked_markers: list[str] | None = None
+    first_reasoning_s: float | None = None
+    thinking_s: float | None = None
+    reasoning_tokens: int | None = None
+    answer_tokens: int | None = None
+    reasoning_tokens_source: str | None = None  # server | tokenizer | estimate (chunks)
+    reasoning_decode_tokens_per_s: float | None = None
+    answer_decode_tokens_per_s: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,11 +96,22 @@ def _cached_tokens(rec: StreamRecord) -> int | None:
     return None
 
 
-def speed_metrics(rec: StreamRecord) -> SpeedMetrics:
+def _phase_rate(tokens: int | None, t_first: float | None, t_last: float | None) -> float | None:
+    if tokens is None or tokens < 2 or t_first is None or t_last is None or t_last <= t_first:
+        return None
+    return (tokens - 1) / (t_last - t_first)
+
+
+def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
+                  reasoning_tokens: int | None = None,
+                  reasoning_tokens_source: str | None = None) -> SpeedMetrics:
+    """Metrics of one request. ``reasoning_tokens``: counted by the model's own tokenizer
+    (or the server) when the caller could; otherwise estimated as one per reasoning chunk."""
     chunks = rec.chunks
+    timed = split_stream([(c.t_s, c.content, c.reasoning) for c in chunks],
+                         starts_in_reasoning=starts_in_reasoning)
+    split = timed.split
     ttft = chunks[0].t_s if chunks else None
-    answer_times = [c.t_s for c in chunks if c.content]
-    first_answer = answer_times[0] if answer_times else None
     t_last = chunks[-1].t_s if chunks else None
     window = (t_last - ttft) if chunks else None  # first token to last token
 
@@ -103,14 +126,30 @@ def speed_metrics(rec: StreamRecord) -> SpeedMetrics:
         itl = window / (n_out - 1)
     gaps = [b.t_s - a.t_s for a, b in zip(chunks, chunks[1:])]
 
-    answer, reasoning = rec.answer, rec.reasoning
+    answer, reasoning = split.answer, split.reasoning
     a_chars, r_chars = count_chars(answer), count_chars(reasoning)
     a_bytes = len(answer.encode("utf-8"))
     total_chars = a_chars + r_chars
     timings = rec.timings or {}
+
+    details = (rec.usage or {}).get("completion_tokens_details") or {}
+    if reasoning_tokens is None and details.get("reasoning_tokens") is not None:
+        reasoning_tokens, reasoning_tokens_source = int(details["reasoning_tokens"]), "server"
+    if not reasoning:
+        reasoning_tokens, reasoning_tokens_source = 0, None
+    elif reasoning_tokens is None:
+        reasoning_tokens, reasoning_tokens_source = timed.reasoning_chunks, "estimate"
+    answer_tokens = None
+    if n_out is not None:
+        answer_tokens = max(n_out - reasoning_tokens, 0)
+    answer_times = [c.t_s for c in chunks if c.t_s >= (timed.t_first_answer_s or float("inf"))]
+    thinking = None
+    if timed.t_first_reasoning_s is not None:
+        end = timed.t_first_answer_s if timed.t_first_answer_s is not None else timed.t_last_reasoning_s
+        thinking = end - (ttft or 0.0)
     return SpeedMetrics(
         ttft_s=ttft,
-        first_answer_char_s=first_answer,
+        first_answer_char_s=timed.t_first_answer_s,
         e2e_s=rec.t_done_s,
         prompt_tokens=prompt_tokens,
         output_tokens=n_out,
@@ -134,8 +173,21 @@ def speed_metrics(rec: StreamRecord) -> SpeedMetrics:
         cached_prompt_tokens=_cached_tokens(rec),
         server_decode_tokens_per_s=timings.get("predicted_per_second"),
         server_prompt_tokens_per_s=timings.get("prompt_per_second"),
+        outcome=outcome(split, rec.finish_reason) if not rec.error else "error",
+        reasoning_format=split.format,
+        leaked_markers=split.leaked_markers,
+        first_reasoning_s=timed.t_first_reasoning_s,
+        thinking_s=thinking,
+        reasoning_tokens=reasoning_tokens,
+        answer_tokens=answer_tokens,
+        reasoning_tokens_source=reasoning_tokens_source,
+        reasoning_decode_tokens_per_s=_phase_rate(
+            reasoning_tokens if reasoning else None, timed.t_first_reasoning_s,
+            timed.t_last_reasoning_s),
+        answer_decode_tokens_per_s=_phase_rate(
+            answer_tokens if reasoning else None, timed.t_first_answer_s,
+            answer_times[-1] if answer_times else None),
     )
-
 
 # One line per metric: what `kurabe bench --explain` prints and the report's methods section
 # shows. docs/metrics.md gives the full definitions; a test keeps the two in step.
@@ -164,4 +216,17 @@ METRIC_DOCS: dict[str, str] = {
     "server_decode_tokens_per_s": "llama.cpp's own timings.predicted_per_second for the same "
                                   "request, stored for cross-checking",
     "server_prompt_tokens_per_s": "llama.cpp's own timings.prompt_per_second",
+    "outcome": "answered | thinking_exhausted (token limit hit inside reasoning, no answer) | "
+               "leaked (reasoning markers in the answer) | empty | error",
+    "first_reasoning_s": "time to the first chunk that adds reasoning text",
+    "thinking_s": "seconds spent thinking = t(first answer character) − t(first token), or to "
+                  "the last reasoning chunk when no answer came",
+    "reasoning_tokens": "reasoning tokens: the server's count, else the model's own tokenizer "
+                        "(llama.cpp /tokenize) on the reasoning text, else one per reasoning "
+                        "chunk (marked estimate)",
+    "answer_tokens": "answer tokens = output_tokens − reasoning_tokens",
+    "reasoning_decode_tokens_per_s": "(reasoning_tokens − 1) / (t(last reasoning chunk) − "
+                                     "t(first reasoning chunk))",
+    "answer_decode_tokens_per_s": "(answer_tokens − 1) / (t(last answer chunk) − t(first "
+                                  "answer chunk)), reported when the model reasoned",
 }

@@ -25,7 +25,14 @@ SUMMARY_METRICS: dict[str, tuple[str, str, bool]] = {
     "answer_chars": ("answer characters", "chars", True),
     "server_decode_tokens_per_s": ("decode (server's own clock)", "tokens/s", True),
     "server_prompt_tokens_per_s": ("prompt (server's own clock)", "tokens/s", True),
+    "reasoning_tokens": ("reasoning tokens", "tokens", False),
+    "thinking_s": ("time spent thinking", "s", False),
+    "reasoning_decode_tokens_per_s": ("decode while reasoning", "tokens/s", True),
+    "answer_decode_tokens_per_s": ("decode while answering", "tokens/s", True),
 }
+# Shown only when some model reasoned.
+REASONING_METRICS = ("reasoning_tokens", "thinking_s", "reasoning_decode_tokens_per_s",
+                     "answer_decode_tokens_per_s")
 COMPARED_METRICS = ("decode_tokens_per_s", "chars_per_s", "prompt_tokens_per_s", "ttft_s")
 
 LENGTH_TOLERANCE = 0.10  # output lengths differing by more than this are flagged
@@ -84,6 +91,17 @@ class SpeedAnalysis:
     warnings: list[FairnessWarning]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    @property
+    def any_reasoning(self) -> bool:
+        return any((self.per_model[m]["reasoning_tokens"].median or 0) > 0
+                   or self.counts[m].get("thinking_exhausted") for m in self.models)
+
+    def shown_metrics(self) -> list[str]:
+        """Summary rows worth printing: reasoning rows only when some model reasoned."""
+        return [k for k in SUMMARY_METRICS
+                if (self.any_reasoning or k not in REASONING_METRICS)
+                and any(self.per_model[m][k].median is not None for m in self.models)]
+
     def headline(self) -> list[str]:
         return [c.sentence() for c in self.comparisons if c.metric == "decode_tokens_per_s"]
 
@@ -125,6 +143,10 @@ def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bo
     errors = errors or []
     counts = {m: {"ok": len(by_model[m]), "error": sum(1 for e in errors if e.model == m)}
               for m in models}
+    for m in models:
+        for r in by_model[m]:
+            key = r.metrics.get("outcome") or "answered"
+            counts[m][key] = counts[m].get(key, 0) + 1
     warnings = fairness_warnings(models, by_model, per_model, fixed_length, counts)
     return SpeedAnalysis(models, per_model, per_prompt, comparisons, warnings, counts)
 
@@ -207,7 +229,30 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                     f"{dev:+.1%} (median); streaming or network overhead is distorting the figures",
                 ))
 
-    # 7. Failed requests.
+    # 7. Thinking that used the whole budget, and markers leaking into answers.
+    for m in present:
+        exhausted = [r for r in by_model[m] if r.metrics.get("outcome") == "thinking_exhausted"]
+        if exhausted:
+            used = max((r.metrics.get("reasoning_tokens") or 0) for r in exhausted)
+            out.append(FairnessWarning(
+                "thinking_exhausted",
+                f"{m}: {len(exhausted)} of {len(by_model[m])} requests spent the whole token "
+                f"limit thinking ({used} reasoning tokens) and returned no answer; these are not "
+                "refusals. Raise max_tokens well above the reasoning length, or cap thinking "
+                "(llama-server --reasoning-budget N, or chat_template_kwargs "
+                "enable_thinking=false / a lower reasoning_effort)",
+            ))
+        leaked = [r for r in by_model[m] if r.metrics.get("outcome") == "leaked"]
+        if leaked:
+            markers = sorted({mk for r in leaked for mk in (r.metrics.get("leaked_markers") or [])})
+            out.append(FairnessWarning(
+                "reasoning_leaked",
+                f"{m}: {len(leaked)} of {len(by_model[m])} answers contain reasoning markers "
+                f"({', '.join(markers)}); the server's reasoning parser does not match this "
+                "model's template (try --reasoning-format, or a matching --chat-template)",
+            ))
+
+    # 8. Failed requests.
     for m in models:
         if counts[m]["error"]:
             out.append(FairnessWarning(

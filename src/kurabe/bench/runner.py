@@ -22,6 +22,7 @@ from kurabe.machine import machine_info
 from kurabe.metrics import speed_metrics
 from kurabe.models.resolve import ResolvedModel, resolve_model
 from kurabe.store import RequestRow, Store
+from kurabe.thinking import split_stream, template_opens_thinking
 
 ProgressHook = Callable[[str, int, int], None]  # (description, done, total)
 
@@ -62,6 +63,7 @@ class Shootout:
         self.store = store
         self.progress = progress or (lambda *_: None)
         self.prompts = {p.id: p for p in prompts_of(config)}
+        self.starts_in_reasoning: dict[str, bool | None] = {}
         self.schedule = build_schedule([m.name for m in config.models], list(self.prompts),
                                        config.run.repeats, config.run.warmup)
 
@@ -105,6 +107,9 @@ class Shootout:
                     self.progress(f"starting {model.name}", i, len(needed))
                     resolved = resolve_model(model.name, model.source, model.kind,
                                              model.engine.chat_template_file)
+                    template = resolved.chat_template or resolved.gguf_chat_template
+                    self.starts_in_reasoning[model.name] = (
+                        template_opens_thinking(template) if template else None)
                     engine = build_engine(model, resolved, self.run_dir / "engines")
                     stack.callback(engine.stop)
                     endpoints[model.name] = engine.start()
@@ -154,7 +159,13 @@ class Shootout:
                 engine = engines[item.model]
                 if record.error and not engine.alive():
                     record.error = f"engine exited: {record.error}"
-                metrics = speed_metrics(record)
+                opened = self.starts_in_reasoning.get(item.model)
+                reasoning = split_stream([(c.t_s, c.content, c.reasoning) for c in record.chunks],
+                                         starts_in_reasoning=opened).split.reasoning
+                counted = await clients[item.model].count_tokens(reasoning) if reasoning else None
+                metrics = speed_metrics(record, starts_in_reasoning=opened,
+                                        reasoning_tokens=counted,
+                                        reasoning_tokens_source="tokenizer" if counted is not None else None)
                 self.store.add_request(RequestRow(
                     seq=item.seq, model=item.model, prompt_id=item.prompt_id,
                     repeat=item.repeat, phase=item.phase,

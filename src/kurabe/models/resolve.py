@@ -24,6 +24,7 @@ class ResolvedModel:
     quant: str | None = None
     architecture: str | None = None
     chat_template: str | None = None  # supplied by kurabe (built-in) or the config
+    gguf_chat_template: str | None = None  # the one the file carries
 
 
 def file_sha256(path: Path) -> str:
@@ -79,4 +80,5 @@ def resolve_model(name: str, source: str, kind: str, chat_template_file: str | N
         name=name, source=source, kind=kind, file_path=path, file_bytes=path.stat().st_size,
         file_sha256=file_sha256(path), quant=header.file_type_name,
         architecture=header.architecture, chat_template=template,
+        gguf_chat_template=header.get("tokenizer.chat_template"),
     )
