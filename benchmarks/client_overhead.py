@@ -20,12 +20,16 @@ parsing) and httpx + httpx-sse (SSE events, no JSON decoding and no ``StreamReco
 
 Part 2 - concurrent streams. The server paces each stream at one token every 20 ms (50
 tokens/s per stream). N concurrent ``stream_chat`` calls run from one event loop for
-N = 1, 2, 4, ... 128. For each N: the median, p99 and max of the client-observed inter-chunk
-gap minus the pace ("jitter", ms), the largest delay to the first chunk, the client's CPU share
-(% of one core over the whole batch) and CPU per token, how many streams the server actually
-saw open at once, and the server's own lateness against its schedule (so a late server is not
-blamed on the client). "Sustained" is the largest N for which that N and every smaller N had a
-p99 jitter under 5 ms with all N streams open at the same time.
+N = 1, 2, 4, ... 128; the streams start together, so their tokens arrive in bursts, as they do
+from a server that decodes a batch of requests in lockstep. Small N is repeated until enough
+gaps are pooled. For each N: the median, p99 and max of the client-observed inter-chunk gap
+minus the pace ("jitter", ms); the p99 of the part the client and the OS added (observed gap
+minus the gap between the server's own send times, which the server puts in each token); the
+longest wait for a first token; the client's CPU share (% of one core) and CPU per token; how
+many streams the server actually had open at once and how many connections the client opened;
+and the server's lateness against its schedule and its CPU share (so that a late server is not
+blamed on the client). "Sustained" is the largest N whose p99 jitter is under 5 ms with all N
+streams open at the same time.
 
 Run (from the repository root, with the project's virtual environment active):
 
@@ -45,6 +49,7 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -84,6 +89,11 @@ def _completion_chunk(delta: dict, finish_reason: str | None = None) -> dict:
 
 ROLE_CHUNK = _chunk(_completion_chunk({"role": "assistant", "content": ""}))
 TOKEN_CHUNK = _chunk(_completion_chunk({"content": " tok"}))
+FINISH_CHUNK = _chunk(_completion_chunk({}, "length"))
+DONE_CHUNK = _chunk("[DONE]")
+LAST_CHUNK = b"0\r\n\r\n"
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
 # Paced streams carry the server's send time (time.monotonic, seconds) as the token text, so
 # the client can tell the gaps the server produced from the gaps it added itself.
 _STAMP_HEAD, _STAMP_TAIL = json.dumps(
@@ -93,12 +103,6 @@ _STAMP_HEAD, _STAMP_TAIL = json.dumps(
 def _stamped_token_chunk(t: float) -> bytes:
     event = b"data: %s%.6f%s\n\n" % (_STAMP_HEAD, t, _STAMP_TAIL)
     return b"%x\r\n%s\r\n" % (len(event), event)
-
-FINISH_CHUNK = _chunk(_completion_chunk({}, "length"))
-DONE_CHUNK = _chunk("[DONE]")
-LAST_CHUNK = b"0\r\n\r\n"
-SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
 
 
 class _ServerState:
@@ -164,7 +168,7 @@ def _send_json(writer: asyncio.StreamWriter, status: str, payload: dict) -> None
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                   state: _ServerState) -> None:
-    state.connections += 1
+    fresh = True  # no request served on this connection yet
     try:
         while True:  # HTTP/1.1 keep-alive: one request after another on this connection
             head = await reader.readuntil(b"\r\n\r\n")
@@ -178,6 +182,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             length = int(headers.get("content-length", "0"))
             raw = await reader.readexactly(length) if length else b""
             if method == "POST" and path.endswith("/chat/completions"):
+                state.connections += fresh
+                fresh = False
                 await _send_stream(writer, json.loads(raw or b"{}"), state)
             elif method == "GET" and path == "/stats":
                 _send_json(writer, "200 OK", state.snapshot())
@@ -188,7 +194,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 await writer.drain()
             if headers.get("connection", "").lower() == "close":
                 break
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+            asyncio.CancelledError):  # client went away, or the server is shutting down
         pass
     finally:
         writer.close()
@@ -224,6 +231,7 @@ async def _serve_main(conn, parent_pid: int) -> None:
 
 
 def _serve(conn, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
     asyncio.run(_serve_main(conn, parent_pid))
 
 
@@ -237,10 +245,13 @@ class FakeServer:
                                  name="kurabe-fake-sse-server")
         self._proc.start()
         child_conn.close()
-        if not self._conn.poll(30):
+        try:
+            if not self._conn.poll(30):
+                raise EOFError
+            self.port = self._conn.recv()
+        except (EOFError, OSError):
             self.__exit__()
-            raise RuntimeError("the fake SSE server did not start within 30 s")
-        self.port = self._conn.recv()
+            raise RuntimeError("the fake SSE server did not start within 30 s") from None
         self.base = f"http://{HOST}:{self.port}"
         return self
 
@@ -363,6 +374,20 @@ async def _server_stats(http: httpx.AsyncClient, base: str) -> dict:
     return response.json()
 
 
+async def _all_or_nothing(coros: list, timeout_s: float) -> list:
+    """Run concurrently; every result, or TimeoutError with nothing left running."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    finally:
+        for task in tasks:
+            task.cancel()
+    if pending:
+        raise TimeoutError(f"{len(pending)} of {len(tasks)} streams still open after "
+                           f"{timeout_s:.1f} s")
+    return [task.result() for task in tasks]
+
+
 async def measure_paced(base: str, ns: list[int], n_tokens: int, pace_s: float,
                         min_gaps: int) -> list[PacedRow]:
     """For each N, enough rounds of N concurrent streams to pool at least ``min_gaps`` gaps."""
@@ -380,8 +405,8 @@ async def measure_paced(base: str, ns: list[int], n_tokens: int, pace_s: float,
             for _ in range(rounds):
                 budget_s = 3 * n_tokens * pace_s * (1 + n // 100) + 15
                 c0, w0 = time.process_time(), time.perf_counter()
-                records = await asyncio.wait_for(
-                    asyncio.gather(*(client.stream_chat(req) for _ in range(n))), budget_s)
+                records = await _all_or_nothing(
+                    [client.stream_chat(req) for _ in range(n)], budget_s)
                 cpu_s += time.process_time() - c0
                 wall_s += time.perf_counter() - w0
                 for record in records:
@@ -497,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace-ms", type=float, default=20.0, help="part 2 pace (default 20)")
     parser.add_argument("--jitter-limit-ms", type=float, default=5.0,
                         help="p99 jitter limit for 'sustained' (default 5)")
-    parser.add_argument("--max-n", type=int, default=128, help="largest N (default 128)")
+    parser.add_argument("--max-n", type=int, default=128,
+                        help="largest N of the ladder to run (default 128)")
     args = parser.parse_args(argv)
 
     cost_tokens = args.tokens or (500 if args.quick else 2000)
@@ -527,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu_us = statistics.median(cost[0].cpu_us)
     wall_us = statistics.median(cost[0].wall_us)
-    busiest = max((r for r in paced if r.server["peak_streams"] >= r.n), key=lambda r: r.n)
+    busiest = max((r for r in paced if r.server["peak_streams"] >= r.n), key=lambda r: r.n,
+                  default=paced[0])
     sustained = _sustained(paced, args.jitter_limit_ms)
     print(f"Summary: the client costs {cpu_us:.1f} us CPU and {wall_us:.1f} us wall per token "
           f"at full speed (~{1e6 / cpu_us:,.0f} tokens/s per core),\n"
@@ -542,4 +569,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the server has been stopped on the way out
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -6,6 +6,7 @@ everything the metrics are computed from, so any figure can be recomputed from t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,11 @@ def _delta_text(delta: dict[str, Any]) -> tuple[str, str]:
     return content, reasoning
 
 
+async def _drain(events) -> None:
+    async for _ in events:
+        pass
+
+
 class ChatClient:
     """One HTTP connection pool per endpoint; ``stream_chat`` never raises for server errors."""
 
@@ -101,8 +107,11 @@ class ChatClient:
         headers = {}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        # No connection cap: a request must never wait in a client-side pool inside its own
+        # TTFT. Connections are reused (the stream is read to its end, see stream_chat).
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=10.0), headers=headers
+            timeout=httpx.Timeout(timeout_s, connect=10.0, pool=10.0), headers=headers,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
         )
 
     async def aclose(self) -> None:
@@ -139,15 +148,25 @@ class ChatClient:
                     text = (await source.response.aread()).decode("utf-8", "replace")
                     record.error = f"HTTP {source.response.status_code}: {text[:500]}"
                     return record
-                async for event in source.aiter_sse():
+                events = source.aiter_sse()
+                async for event in events:
                     now = time.perf_counter() - t0
                     if event.data.strip() == "[DONE]":
+                        record.t_done_s = now
                         break
                     self._absorb(record, now, event.data)
+                if record.t_done_s is not None:
+                    # Read the body to its end so the connection goes back to the pool
+                    # (breaking off would close it, and the next request would pay a connect).
+                    try:
+                        await asyncio.wait_for(_drain(events), timeout=1.0)
+                    except asyncio.TimeoutError:
+                        pass
         except httpx.HTTPError as exc:
             record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
-            record.t_done_s = time.perf_counter() - t0
+            if record.t_done_s is None:
+                record.t_done_s = time.perf_counter() - t0
         return record
 
     @staticmethod

@@ -33,6 +33,8 @@ class EngineConfig(_Strict):
     api_key_env: str | None = None  # external endpoints: the variable holding the key
     model_id: str | None = None  # external endpoints: the "model" field to send
     chat_template_file: str | None = None
+    reasoning_format: Literal["none", "auto", "deepseek", "deepseek-legacy"] | None = None
+    reasoning_budget: int | None = None  # llama-server --reasoning-budget (server-wide)
     startup_timeout_s: Annotated[float, Field(gt=0)] = 300.0
 
 
@@ -40,6 +42,13 @@ class ModelConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
     source: str  # builtin:NAME, a .gguf path, or an http(s):// OpenAI-compatible base URL
     engine: EngineConfig = EngineConfig()
+    reasoning: str | int | None = None  # off | low | medium | high | unlimited | token budget
+    extra_body: dict = {}  # sent with every request, e.g. {"top_k": 20}
+
+    @field_validator("reasoning")
+    @classmethod
+    def _reasoning(cls, value):
+        return None if value is None else _check_setting(value)
 
     @property
     def kind(self) -> str:
@@ -48,6 +57,30 @@ class ModelConfig(_Strict):
         if self.source.startswith(("http://", "https://")):
             return "endpoint"
         return "file"
+
+
+def _check_setting(value):
+    from kurabe.reasoning import parse_setting
+
+    try:
+        return parse_setting(value)
+    except KurabeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class ReasoningSweepConfig(_Strict):
+    """Run the prompts again at several reasoning settings and compare per category."""
+
+    settings: Annotated[list[str | int], Field(min_length=1)] = ["off", "low", "high", "unlimited"]
+    repeats: Annotated[int, Field(ge=1)] = 1
+    max_tokens: Annotated[int, Field(ge=1)] | None = None  # default: run.max_tokens
+    models: list[str] | None = None  # default: every model
+    prompts: list[str] | None = None  # prompt ids; default: every prompt
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, values):
+        return [_check_setting(v) for v in values]
 
 
 class PromptConfig(_Strict):
@@ -75,6 +108,7 @@ class ShootoutConfig(_Strict):
     run: RunConfig = RunConfig()
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     prompts: list[PromptConfig] = []
+    reasoning_sweep: ReasoningSweepConfig | None = None
 
     @field_validator("models")
     @classmethod

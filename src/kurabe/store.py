@@ -70,6 +70,32 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL
     );
     """,
+    # 2: reasoning sweeps: a 'sweep' phase and the reasoning setting of each request
+    """
+    CREATE TABLE requests_v2 (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        prompt_id TEXT NOT NULL,
+        repeat INTEGER NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('warmup', 'measure', 'sweep')),
+        setting TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+        error TEXT,
+        sent_at_unix_s REAL NOT NULL,
+        request_json TEXT NOT NULL,
+        record_json TEXT NOT NULL,
+        metrics_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    INSERT INTO requests_v2 (id, seq, model, prompt_id, repeat, phase, status, error,
+        sent_at_unix_s, request_json, record_json, metrics_json, stored_at)
+        SELECT id, seq, model, prompt_id, repeat, phase, status, error, sent_at_unix_s,
+        request_json, record_json, metrics_json, stored_at FROM requests;
+    DROP TABLE requests;
+    ALTER TABLE requests_v2 RENAME TO requests;
+    CREATE INDEX requests_seq ON requests (seq, status);
+    """,
 ]
 
 
@@ -90,6 +116,7 @@ class RequestRow:
     request: dict[str, Any]
     record: dict[str, Any]
     metrics: dict[str, Any]
+    setting: str = ""  # the reasoning setting of a sweep request
 
 
 class Store:
@@ -202,10 +229,11 @@ class Store:
     def add_request(self, row: RequestRow) -> None:
         """Commit one finished request (its own transaction: durable once this returns)."""
         self._db.execute(
-            "INSERT INTO requests (seq, model, prompt_id, repeat, phase, status, error,"
+            "INSERT INTO requests (seq, model, prompt_id, repeat, phase, setting, status, error,"
             " sent_at_unix_s, request_json, record_json, metrics_json, stored_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.seq, row.model, row.prompt_id, row.repeat, row.phase, row.status, row.error,
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.seq, row.model, row.prompt_id, row.repeat, row.phase, row.setting, row.status,
+             row.error,
              row.sent_at_unix_s, json.dumps(row.request, ensure_ascii=False),
              json.dumps(row.record, ensure_ascii=False),
              json.dumps(row.metrics, ensure_ascii=False), utc_now()),
@@ -230,4 +258,5 @@ class Store:
                 phase=r["phase"], status=r["status"], error=r["error"],
                 sent_at_unix_s=r["sent_at_unix_s"], request=json.loads(r["request_json"]),
                 record=json.loads(r["record_json"]), metrics=json.loads(r["metrics_json"]),
+                setting=r["setting"],
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kurabe.analysis.speed import SpeedAnalysis, analyse_speed
+from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
 from kurabe.store import RequestRow, Store
 
 
@@ -19,6 +20,8 @@ class RunAnalysis:
     measured: list[RequestRow]
     events: list[dict[str, Any]]
     total_scheduled: int
+    sweep_cells: list[SweepCell]
+    sweep_recommendations: list[Recommendation]
 
     def summary_json(self) -> dict[str, Any]:
         """The ``kurabe bench --json`` object: one entry per model, plus comparisons."""
@@ -37,6 +40,11 @@ class RunAnalysis:
         if len(self.speed.models) == 2 and decode:
             out["comparison"] = decode[0]
         out["warnings"] = [w.as_dict() for w in self.speed.warnings]
+        if self.sweep_cells:
+            out["reasoning_sweep"] = {
+                "cells": [vars(c) for c in self.sweep_cells],
+                "recommendations": [vars(r) for r in self.sweep_recommendations],
+            }
         return out
 
 
@@ -55,7 +63,16 @@ def analyse_run(store: Store) -> RunAnalysis:
     blank = dict.fromkeys(("file_path", "file_bytes", "file_sha256", "quant", "architecture",
                            "engine_kind", "engine_version", "engine_log", "settings_json"))
     models = [{**blank, **m, **stored.get(m["name"], {})} for m in config["models"]]
-    n_prompts = len(config.get("prompts") or []) or len({r.prompt_id for r in measured})
+    from kurabe.bench.runner import prompts_of
+    from kurabe.config import ShootoutConfig
+
+    cfg = ShootoutConfig.model_validate(config)
+    prompts = prompts_of(cfg)
+    categories = {p.id: p.category for p in prompts}
+    sweep_rows = list(store.requests(phase="sweep", status="ok"))
+    settings = [str(s) for s in (cfg.reasoning_sweep.settings if cfg.reasoning_sweep else [])]
+    cells, recs = analyse_sweep(sweep_rows, categories, settings)
     return RunAnalysis(run=run, config=config, models=models, speed=speed, measured=measured,
                        events=store.events(),
-                       total_scheduled=len(model_names) * config["run"]["repeats"] * n_prompts)
+                       total_scheduled=len(model_names) * config["run"]["repeats"] * len(prompts),
+                       sweep_cells=cells, sweep_recommendations=recs)

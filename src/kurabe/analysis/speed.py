@@ -38,6 +38,7 @@ COMPARED_METRICS = ("decode_tokens_per_s", "chars_per_s", "prompt_tokens_per_s",
 LENGTH_TOLERANCE = 0.10  # output lengths differing by more than this are flagged
 REASONING_SHARE_TOLERANCE = 0.10  # absolute difference in reasoning share
 CLOCK_TOLERANCE = 0.05  # client vs server decode rate
+CLOCK_MIN_TOKENS = 32
 
 
 @dataclass
@@ -215,11 +216,13 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                 "their prompt speed and TTFT are not comparable",
             ))
 
-    # 6. Client clock vs the server's own clock.
+    # 6. Client clock vs the server's own clock, on outputs long enough that one late first
+    #    chunk (a few ms of HTTP) cannot move the rate by itself.
     for m in present:
         pairs = [(r.metrics["decode_tokens_per_s"], r.metrics["server_decode_tokens_per_s"])
                  for r in by_model[m]
-                 if r.metrics.get("decode_tokens_per_s") and r.metrics.get("server_decode_tokens_per_s")]
+                 if r.metrics.get("decode_tokens_per_s") and r.metrics.get("server_decode_tokens_per_s")
+                 and (r.metrics.get("output_tokens") or 0) >= CLOCK_MIN_TOKENS]
         if pairs:
             dev = median([c / s - 1 for c, s in pairs])
             if abs(dev) > CLOCK_TOLERANCE:

@@ -16,7 +16,8 @@ from kurabe import KurabeError, __version__
 from kurabe.bench.prompts import load_prompt_set
 from kurabe.bench.schedule import Scheduled, build_schedule
 from kurabe.client import ChatClient, ChatRequest
-from kurabe.config import PromptConfig, ShootoutConfig
+from kurabe.config import ModelConfig, PromptConfig, ShootoutConfig
+from kurabe.reasoning import request_fields
 from kurabe.engines import Endpoint, Engine, EngineError, build_engine
 from kurabe.machine import machine_info
 from kurabe.metrics import speed_metrics
@@ -35,14 +36,40 @@ def prompts_of(config: ShootoutConfig) -> list[PromptConfig]:
     return load_prompt_set(config.run.prompt_set)
 
 
-def chat_request(config: ShootoutConfig, prompt: PromptConfig) -> ChatRequest:
+def chat_request(config: ShootoutConfig, prompt: PromptConfig, model: ModelConfig,
+                 engine_kind: str, item: Scheduled | None = None) -> ChatRequest:
     messages = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system})
     messages.append({"role": "user", "content": prompt.text})
-    return ChatRequest(messages=messages, max_tokens=config.run.max_tokens,
+    sweeping = item is not None and item.phase == "sweep"
+    setting = item.setting if sweeping else model.reasoning
+    extra = {**model.extra_body, **request_fields(setting, engine_kind)}
+    max_tokens = config.run.max_tokens
+    if sweeping and config.reasoning_sweep.max_tokens:
+        max_tokens = config.reasoning_sweep.max_tokens
+    return ChatRequest(messages=messages, max_tokens=max_tokens,
                        temperature=config.run.temperature, seed=config.run.seed,
-                       fixed_length=config.run.fixed_length)
+                       fixed_length=config.run.fixed_length and not sweeping, extra_body=extra)
+
+
+def sweep_plan(config: ShootoutConfig, prompt_ids: list[str]):
+    sweep = config.reasoning_sweep
+    if sweep is None:
+        return None
+    names = [m.name for m in config.models]
+    models = sweep.models or names
+    unknown = [m for m in models if m not in names]
+    missing = [p for p in (sweep.prompts or []) if p not in prompt_ids]
+    if unknown or missing:
+        raise KurabeError("reasoning_sweep: unknown " + ", ".join(
+            ([f"models {unknown}"] if unknown else []) + ([f"prompts {missing}"] if missing else [])))
+    return (models, sweep.prompts or prompt_ids, sweep.settings, sweep.repeats)
+
+
+def _describe(item: Scheduled) -> str:
+    setting = f" [{item.setting}]" if item.setting is not None else ""
+    return f"{item.phase} {item.model} · {item.prompt_id}{setting}"
 
 
 class _Terminated(Exception):
@@ -64,14 +91,16 @@ class Shootout:
         self.progress = progress or (lambda *_: None)
         self.prompts = {p.id: p for p in prompts_of(config)}
         self.starts_in_reasoning: dict[str, bool | None] = {}
+        self.models = {m.name: m for m in config.models}
         self.schedule = build_schedule([m.name for m in config.models], list(self.prompts),
-                                       config.run.repeats, config.run.warmup)
+                                       config.run.repeats, config.run.warmup,
+                                       sweep_plan(config, list(self.prompts)))
 
     @classmethod
     def create(cls, config: ShootoutConfig, run_dir: Path, command: list[str] | None = None,
                progress: ProgressHook | None = None) -> Shootout:
         # Fail on bad prompts or model files before creating anything.
-        prompts_of(config)
+        sweep_plan(config, [p.id for p in prompts_of(config)])
         for model in config.models:
             resolve_model(model.name, model.source, model.kind, model.engine.chat_template_file)
         store = Store.create(run_dir)
@@ -122,9 +151,10 @@ class Shootout:
             self.store.set_status("interrupted")
             self.store.add_event("interrupted", "stopped by the user")
             raise
-        except EngineError as exc:
+        except KurabeError as exc:
             self.store.set_status("failed")
-            self.store.add_event("engine_error", str(exc))
+            self.store.add_event("engine_error" if isinstance(exc, EngineError) else "error",
+                                 str(exc))
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -153,8 +183,9 @@ class Shootout:
         done = total - len(pending)
         try:
             for item in pending:
-                self.progress(f"{item.phase} {item.model} · {item.prompt_id}", done, total)
-                req = chat_request(self.config, self.prompts[item.prompt_id])
+                self.progress(_describe(item), done, total)
+                req = chat_request(self.config, self.prompts[item.prompt_id],
+                                   self.models[item.model], endpoints[item.model].engine_kind, item)
                 record = await clients[item.model].stream_chat(req)
                 engine = engines[item.model]
                 if record.error and not engine.alive():
@@ -169,12 +200,13 @@ class Shootout:
                 self.store.add_request(RequestRow(
                     seq=item.seq, model=item.model, prompt_id=item.prompt_id,
                     repeat=item.repeat, phase=item.phase,
+                    setting="" if item.setting is None else str(item.setting),
                     status="error" if record.error else "ok", error=record.error,
                     sent_at_unix_s=record.sent_at_unix_s,
                     request=asdict(req), record=record.to_json(), metrics=metrics.as_dict(),
                 ))
                 done += 1
-                self.progress(f"{item.phase} {item.model} · {item.prompt_id}", done, total)
+                self.progress(_describe(item), done, total)
                 if record.error and not engine.alive():
                     remaining = len(self.pending())
                     log = getattr(engine, "log_path", None)

@@ -11,10 +11,12 @@ class Scheduled:
     model: str
     prompt_id: str
     repeat: int
-    phase: str  # warmup | measure
+    phase: str  # warmup | measure | sweep
+    setting: str | int | None = None  # reasoning setting (sweep requests)
 
 
-def build_schedule(models: list[str], prompt_ids: list[str], repeats: int, warmup: int
+def build_schedule(models: list[str], prompt_ids: list[str], repeats: int, warmup: int,
+                   sweep: tuple[list[str], list[str], list, int] | None = None
                    ) -> list[Scheduled]:
     """Deterministic, so a resumed run knows exactly which requests are still missing.
 
@@ -33,4 +35,14 @@ def build_schedule(models: list[str], prompt_ids: list[str], repeats: int, warmu
             for m in order:
                 out.append(Scheduled(len(out), m, pid, r, "measure"))
             round_no += 1
+    if sweep is not None:
+        # The reasoning sweep: every (prompt, setting) for each swept model, same alternation.
+        s_models, s_prompts, settings, s_repeats = sweep
+        for r in range(s_repeats):
+            for pid in s_prompts:
+                for setting in settings:
+                    order = s_models if round_no % 2 == 0 else list(reversed(s_models))
+                    for m in order:
+                        out.append(Scheduled(len(out), m, pid, r, "sweep", setting))
+                    round_no += 1
     return out

@@ -71,5 +71,6 @@ def build_engine(model, resolved, log_dir) -> Engine:
         cache_type_k=eng.cache_type_k, cache_type_v=eng.cache_type_v,
         flash_attn=eng.flash_attn, threads=eng.threads, parallel=eng.parallel, ngl=eng.ngl,
         extra_args=eng.extra_args, chat_template=resolved.chat_template,
+        reasoning_format=eng.reasoning_format, reasoning_budget=eng.reasoning_budget,
         log_path=Path(log_dir) / f"{model.name}.log", startup_timeout_s=eng.startup_timeout_s,
     )

@@ -76,6 +76,8 @@ class LlamaCppServer:
         ngl: int | None = None,
         extra_args: list[str] | None = None,
         chat_template: str | None = None,
+        reasoning_format: str | None = None,
+        reasoning_budget: int | None = None,
         log_path: Path,
         api_key: str | None = None,
         startup_timeout_s: float = 300.0,
@@ -104,6 +106,10 @@ class LlamaCppServer:
             args += ["-t", str(threads)]
         if ngl is not None:
             args += ["-ngl", str(ngl)]
+        if reasoning_format:
+            args += ["--reasoning-format", reasoning_format]
+        if reasoning_budget is not None:
+            args += ["--reasoning-budget", str(reasoning_budget)]
         if chat_template:
             template_path = self.log_path.with_suffix(".chat-template.jinja")
             template_path.parent.mkdir(parents=True, exist_ok=True)
