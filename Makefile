@@ -18,4 +18,5 @@ demo: setup
 	$(BIN)/kurabe demo
 
 test: setup
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest

@@ -287,6 +287,16 @@ def _vocabulary(vocab_extra, special_tokens, merges_extra):
     return tokens, types, merges
 
 
+def _file_type(qtype: QT) -> int | None:
+    """llama.cpp's general.file_type for a model whose matrices are all ``qtype``."""
+    if qtype == QT.F32:
+        return int(gguf.LlamaFileType.ALL_F32)
+    for name in (f"MOSTLY_{qtype.name}", f"MOSTLY_{qtype.name}_M"):
+        if name in gguf.LlamaFileType.__members__:
+            return int(gguf.LlamaFileType[name])
+    return None
+
+
 def model_layout(
     arch: str,
     *,
@@ -424,8 +434,9 @@ def model_layout(
     put("general.architecture", arch)
     put("general.type", "model")
     put("general.name", name or f"tiny-{arch}")
-    put("general.file_type", (1 if wtype == QT.F16 else 0) if wtype in (QT.F16, QT.F32)
-        else 7)
+    file_type = _file_type(wtype)
+    if file_type is not None:
+        put("general.file_type", file_type)
     put("{arch}.context_length", n_ctx_train)
     put("{arch}.embedding_length", n_embd)
     put("{arch}.block_count", n_layer)

@@ -9,6 +9,7 @@ from typing import Any
 from kurabe.analysis.speed import SpeedAnalysis, analyse_speed
 from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
 from kurabe.store import RequestRow, Store
+from kurabe.thinking import split_content
 
 
 @dataclass
@@ -22,6 +23,8 @@ class RunAnalysis:
     total_scheduled: int
     sweep_cells: list[SweepCell]
     sweep_recommendations: list[Recommendation]
+    prompts: list[dict[str, Any]]
+    responses: list[dict[str, Any]]  # every measured and swept answer, for side-by-side reading
 
     def summary_json(self) -> dict[str, Any]:
         """The ``kurabe bench --json`` object: one entry per model, plus comparisons."""
@@ -72,7 +75,30 @@ def analyse_run(store: Store) -> RunAnalysis:
     sweep_rows = list(store.requests(phase="sweep", status="ok"))
     settings = [str(s) for s in (cfg.reasoning_sweep.settings if cfg.reasoning_sweep else [])]
     cells, recs = analyse_sweep(sweep_rows, categories, settings)
+    responses = [_response(r, categories) for r in [*measured, *sweep_rows]]
     return RunAnalysis(run=run, config=config, models=models, speed=speed, measured=measured,
                        events=store.events(),
                        total_scheduled=len(model_names) * config["run"]["repeats"] * len(prompts),
-                       sweep_cells=cells, sweep_recommendations=recs)
+                       sweep_cells=cells, sweep_recommendations=recs,
+                       prompts=[p.model_dump() for p in prompts], responses=responses)
+
+
+def _response(row: RequestRow, categories: dict[str, str]) -> dict[str, Any]:
+    """One stored answer, split as the metrics split it (reasoning kept apart)."""
+    chunks = [(t, c, r) for t, c, r in row.record.get("chunks") or []]
+    content = "".join(c for _, c, _ in chunks)
+    server_reasoning = "".join(r for _, _, r in chunks)
+    fmt = row.metrics.get("reasoning_format")
+    split = split_content(content, server_reasoning,
+                          starts_in_reasoning=True if fmt == "think-opened" else None)
+    m = row.metrics
+    return {
+        "model": row.model, "prompt_id": row.prompt_id,
+        "category": categories.get(row.prompt_id, "general"), "repeat": row.repeat,
+        "phase": row.phase, "setting": row.setting, "answer": split.answer,
+        "reasoning": split.reasoning, "outcome": m.get("outcome"),
+        "finish_reason": m.get("finish_reason"),
+        "decode_tokens_per_s": m.get("decode_tokens_per_s"), "ttft_s": m.get("ttft_s"),
+        "chars_per_s": m.get("chars_per_s"), "output_tokens": m.get("output_tokens"),
+        "reasoning_tokens": m.get("reasoning_tokens"),
+    }

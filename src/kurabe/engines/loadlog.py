@@ -226,8 +226,9 @@ class ObservedBuffers:
         return out
 
     def tolerance(self, n_figures: int = 1) -> int:
-        """Largest rounding error of a sum of ``n_figures`` logged figures, in bytes."""
-        return math.ceil(n_figures * self.resolution_bytes / 2)
+        """Largest error of a sum of ``n_figures`` logged figures, in bytes: half a step of
+        the printed precision each, plus a byte each for rounding MiB to whole bytes."""
+        return n_figures * (self.resolution_bytes // 2 + 1)
 
     @property
     def total_tolerance_bytes(self) -> int:

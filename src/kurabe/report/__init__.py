@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from kurabe.analysis.run import RunAnalysis, analyse_run
+from kurabe.report.html import render_html
 from kurabe.report.markdown import render_markdown
 from kurabe.store import Store
 
@@ -48,4 +49,6 @@ def render_run(run_dir: str | Path) -> tuple[RunAnalysis, list[Path]]:
         written = write_exports(store, run_dir)
     md = run_dir / "report.md"
     md.write_text(render_markdown(analysis), encoding="utf-8")
-    return analysis, [md, *written]
+    html = run_dir / "report.html"
+    html.write_text(render_html(analysis), encoding="utf-8")
+    return analysis, [md, html, *written]

@@ -1,0 +1,132 @@
+"""Inline SVG charts: no library, no network, every label escaped.
+
+Each chart is a small function from plain figures to an SVG string, so the HTML report
+needs nothing but itself to show pictures.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+PALETTE = ("#3b6ea8", "#d9822b", "#4a9b5f", "#b5485d", "#7b5ea7", "#8c8c3a")
+
+
+def _num(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+def interval_bars(title: str, unit: str, rows: list[tuple[str, float | None, float | None, float | None]],
+                  *, width: int = 560, higher_is_better: bool = True) -> str:
+    """Horizontal bars (median) with 95% interval whiskers, one row per model."""
+    rows = [r for r in rows if r[1] is not None]
+    if not rows:
+        return ""
+    bar_h, gap, left, right, top = 22, 10, 150, 80, 28
+    height = top + len(rows) * (bar_h + gap) + 24
+    vmax = max(max(r[1], r[3] or r[1]) for r in rows) or 1.0
+    scale = (width - left - right) / vmax
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" xmlns="http://www.w3.org/2000/svg" data-chart="interval-bars">',
+             f'<title>{escape(title)}</title>',
+             f'<text x="0" y="16" class="chart-title">{escape(title)} ({escape(unit)}, '
+             f'{"higher" if higher_is_better else "lower"} is better)</text>']
+    for i, (label, median, low, high) in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        w = max(median * scale, 1)
+        color = PALETTE[i % len(PALETTE)]
+        parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end">'
+                     f'{escape(label)}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}" '
+                     f'data-value="{median:.6g}"><title>{escape(label)}: {_num(median)} '
+                     f'{escape(unit)}</title></rect>')
+        if low is not None and high is not None:
+            x1, x2, ym = left + low * scale, left + high * scale, y + bar_h / 2
+            parts.append(f'<g class="whisker" stroke="#222" stroke-width="1.5">'
+                         f'<line x1="{x1:.1f}" y1="{ym}" x2="{x2:.1f}" y2="{ym}"/>'
+                         f'<line x1="{x1:.1f}" y1="{y + 4}" x2="{x1:.1f}" y2="{y + bar_h - 4}"/>'
+                         f'<line x1="{x2:.1f}" y1="{y + 4}" x2="{x2:.1f}" y2="{y + bar_h - 4}"/></g>')
+        parts.append(f'<text x="{left + max(w, (high or 0) * scale) + 6:.1f}" '
+                     f'y="{y + bar_h * 0.7:.1f}">{_num(median)}</text>')
+    parts.append(f'<text x="{left}" y="{height - 6}" class="axis">0</text>'
+                 f'<text x="{width - right}" y="{height - 6}" class="axis" text-anchor="end">'
+                 f'{_num(vmax)}</text></svg>')
+    return "".join(parts)
+
+
+def grouped_bars(title: str, unit: str, groups: list[str], series: list[str],
+                 values: dict[tuple[str, str], float | None], *, width: int = 680) -> str:
+    """Vertical bars: one group per prompt, one bar per model."""
+    present = [(g, s, values.get((g, s))) for g in groups for s in series]
+    if not any(v is not None for _, _, v in present):
+        return ""
+    left, bottom, top = 50, 70, 30
+    height = 280
+    vmax = max(v for _, _, v in present if v is not None) or 1.0
+    plot_h = height - top - bottom
+    group_w = (width - left - 10) / max(len(groups), 1)
+    bar_w = min(28, (group_w - 10) / max(len(series), 1))
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" xmlns="http://www.w3.org/2000/svg" data-chart="grouped-bars">',
+             f'<title>{escape(title)}</title>',
+             f'<text x="0" y="16" class="chart-title">{escape(title)} ({escape(unit)})</text>',
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" stroke="#999"/>',
+             f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" class="axis">{_num(vmax)}</text>']
+    for gi, group in enumerate(groups):
+        gx = left + gi * group_w + 5
+        for si, name in enumerate(series):
+            v = values.get((group, name))
+            if v is None:
+                continue
+            h = v / vmax * plot_h
+            x = gx + si * bar_w
+            parts.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '
+                         f'height="{h:.1f}" fill="{PALETTE[si % len(PALETTE)]}" data-value="{v:.6g}">'
+                         f'<title>{escape(name)} · {escape(group)}: {_num(v)} {escape(unit)}</title></rect>')
+        parts.append(f'<text x="{gx + len(series) * bar_w / 2:.1f}" y="{top + plot_h + 14}" '
+                     f'text-anchor="end" transform="rotate(-30 {gx + len(series) * bar_w / 2:.1f} '
+                     f'{top + plot_h + 14})" class="axis">{escape(group)}</text>')
+    for si, name in enumerate(series):
+        parts.append(f'<rect x="{left + si * 140}" y="{height - 16}" width="10" height="10" '
+                     f'fill="{PALETTE[si % len(PALETTE)]}"/><text x="{left + si * 140 + 14}" '
+                     f'y="{height - 7}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def stacked_bar(title: str, rows: list[tuple[str, list[tuple[str, float]]]], budget: float | None,
+                *, unit: str = "GiB", width: int = 640) -> str:
+    """One stacked bar per model (e.g. weights, KV, compute) against an optional budget line."""
+    if not rows:
+        return ""
+    left, right, bar_h, gap, top = 150, 40, 24, 14, 28
+    names = list(dict.fromkeys(part for _, parts in rows for part, _ in parts))
+    height = top + len(rows) * (bar_h + gap) + 34
+    vmax = max([sum(v for _, v in parts) for _, parts in rows] + [budget or 0]) or 1.0
+    scale = (width - left - right) / vmax
+    out = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" xmlns="http://www.w3.org/2000/svg" data-chart="stacked-bar">',
+           f'<title>{escape(title)}</title>',
+           f'<text x="0" y="16" class="chart-title">{escape(title)} ({escape(unit)})</text>']
+    for i, (label, parts) in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        x = left
+        out.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end">{escape(label)}</text>')
+        for part, v in parts:
+            w = v * scale
+            color = PALETTE[names.index(part) % len(PALETTE)]
+            out.append(f'<rect x="{x:.1f}" y="{y}" width="{max(w, 0):.1f}" height="{bar_h}" '
+                       f'fill="{color}" data-value="{v:.6g}"><title>{escape(label)} · '
+                       f'{escape(part)}: {_num(v)} {escape(unit)}</title></rect>')
+            x += w
+        out.append(f'<text x="{x + 6:.1f}" y="{y + bar_h * 0.7:.1f}">{_num(sum(v for _, v in parts))}</text>')
+    if budget:
+        bx = left + budget * scale
+        out.append(f'<line x1="{bx:.1f}" y1="{top - 6}" x2="{bx:.1f}" y2="{height - 28}" '
+                   f'stroke="#c00" stroke-dasharray="4 3"/><text x="{bx:.1f}" y="{top - 8}" '
+                   f'text-anchor="middle" fill="#c00">budget {_num(budget)}</text>')
+    for i, part in enumerate(names):
+        out.append(f'<rect x="{left + i * 120}" y="{height - 16}" width="10" height="10" '
+                   f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{left + i * 120 + 14}" '
+                   f'y="{height - 7}">{escape(part)}</text>')
+    out.append("</svg>")
+    return "".join(out)

@@ -1,0 +1,90 @@
+"""report.html: one self-contained file, safe to open although it is full of model text.
+
+Everything is escaped by the template engine (autoescape); model answers travel as JSON in a
+data block and are shown with textContent; a Content-Security-Policy forbids any network
+access and allows only the page's own script, identified by its hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from importlib import resources
+
+import jinja2
+
+from kurabe.analysis.run import RunAnalysis
+from kurabe.analysis.speed import SUMMARY_METRICS
+from kurabe.metrics import METRIC_DOCS
+from kurabe.report import charts
+from kurabe.report.markdown import fmt, fmt_bytes, fmt_est
+
+
+def _json_for_script(data) -> str:
+    """JSON that cannot end its <script> block or open a comment."""
+    text = json.dumps(data, ensure_ascii=False)
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def csp(script: str) -> str:
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    return ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+            f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'; "
+            "connect-src 'none'; frame-src 'none'")
+
+
+def _speed_charts(a: RunAnalysis) -> list[str]:
+    out = []
+    for key in ("decode_tokens_per_s", "chars_per_s", "ttft_s"):
+        label, unit, higher = SUMMARY_METRICS[key]
+        rows = [(m, a.speed.per_model[m][key].median, a.speed.per_model[m][key].ci_low,
+                 a.speed.per_model[m][key].ci_high) for m in a.speed.models]
+        svg = charts.interval_bars(label, unit, rows, higher_is_better=higher)
+        if svg:
+            out.append(svg)
+    if a.speed.any_reasoning:
+        for key in ("reasoning_decode_tokens_per_s", "answer_decode_tokens_per_s"):
+            label, unit, higher = SUMMARY_METRICS[key]
+            rows = [(m, a.speed.per_model[m][key].median, a.speed.per_model[m][key].ci_low,
+                     a.speed.per_model[m][key].ci_high) for m in a.speed.models]
+            svg = charts.interval_bars(label, unit, rows, higher_is_better=higher)
+            if svg:
+                out.append(svg)
+    prompts = list(dict.fromkeys(p["prompt_id"] for p in a.speed.per_prompt))
+    values = {(p["prompt_id"], p["model"]): p["decode_tokens_per_s"] for p in a.speed.per_prompt}
+    svg = charts.grouped_bars("decode tokens/s per prompt", "tokens/s", prompts, a.speed.models,
+                              values)
+    if svg:
+        out.append(svg)
+    return out
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: resources.files("kurabe.report").joinpath(
+            "templates", name).read_text("utf-8")),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(fmt=fmt, est=fmt_est, bytes=fmt_bytes)
+    return env
+
+
+def render_html(a: RunAnalysis) -> str:
+    script = resources.files("kurabe.report").joinpath("viewer.js").read_text("utf-8")
+    data = {"models": a.speed.models, "prompts": a.prompts, "responses": a.responses}
+    settings = {m["name"]: json.loads(m["settings_json"]) if m.get("settings_json")
+                else m.get("engine", {}) for m in a.models}
+    return _env().get_template("report.html.j2").render(
+        a=a, run=a.run, machine=a.run["machine"], cfg=a.config, models=a.models,
+        settings=settings, speed=a.speed, metrics=SUMMARY_METRICS, metric_docs=METRIC_DOCS,
+        speed_charts=[_markup(svg) for svg in _speed_charts(a)],
+        data_json=_markup(_json_for_script(data)), script=_markup(script), csp=csp(script),
+    )
+
+
+def _markup(text: str):
+    from markupsafe import Markup
+
+    return Markup(text)
