@@ -62,3 +62,48 @@ def run_kurabe(*args: str, timeout: float = 600, check: bool = False, env=None,
         raise AssertionError(f"kurabe {' '.join(args)} exited {done.returncode}:\n"
                              f"{done.stdout}\n{done.stderr}")
     return done
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (installed by scripts/ensure-chromium.sh)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class PageWatch:
+    """A fresh page that records dialogs, console errors and every request leaving it."""
+
+    def __init__(self, browser):
+        self.context = browser.new_context(viewport={"width": 1200, "height": 900})
+        self.page = self.context.new_page()
+        self.dialogs, self.errors, self.requests = [], [], []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+        def route(r):
+            if r.request.url.startswith("file://"):
+                r.continue_()
+            else:
+                self.requests.append(r.request.url)
+                r.abort()
+        self.context.route("**/*", route)
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def page_watch(browser):
+    watch = PageWatch(browser)
+    yield watch
+    watch.close()

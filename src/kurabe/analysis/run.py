@@ -53,6 +53,8 @@ class RunAnalysis:
 
 def analyse_run(store: Store) -> RunAnalysis:
     run = store.run()
+    machine_keys = ("cpu", "logical_cores", "usable_cores", "ram_bytes", "os", "python", "gpus")
+    run["machine"] = {**dict.fromkeys(machine_keys), **run["machine"]}
     config = json.loads(run["config_json"])
     model_names = [m["name"] for m in config["models"]]
     measured = list(store.requests(phase="measure", status="ok"))
