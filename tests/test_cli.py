@@ -234,3 +234,25 @@ def test_ctrl_c_stops_the_engines_and_keeps_what_was_measured(tmp_path):
     con = sqlite3.connect(out / "results.sqlite")
     assert con.execute("SELECT status FROM run").fetchone()[0] == "interrupted"
     assert measured_rows(out) >= 2
+
+
+def test_compare_two_runs_reports_setup_and_speed_changes(tmp_path):
+    common = ["bench", "--model", "s=builtin:smollm2-135m", "--repeats", "2", "--warmup", "0",
+              "--max-tokens", "32", "--fixed-length"]
+    run_kurabe(*common, "--threads", "1", "--out", str(tmp_path / "one"), check=True)
+    run_kurabe(*common, "--threads", "2", "--out", str(tmp_path / "two"), check=True)
+    result = json.loads(run_kurabe("compare", str(tmp_path / "one"), str(tmp_path / "two"),
+                                   "--json", check=True).stdout)
+    assert {"model": "s", "field": "engine.threads", "before": 1, "after": 2} in result["setup_changes"]
+    decode = next(c for c in result["changes"] if c["metric"] == "decode_tokens_per_s")
+
+    def median_decode(run):
+        values = sorted(float(r["decode_tokens_per_s"])
+                        for r in csv.DictReader(open(tmp_path / run / "results.csv")))
+        n = len(values)
+        return (values[n // 2] + values[(n - 1) // 2]) / 2
+
+    assert decode["ratio"] == pytest.approx(median_decode("two") / median_decode("one"))
+    assert decode["ci_low"] <= decode["ratio"] <= decode["ci_high"]
+    text = run_kurabe("compare", str(tmp_path / "one"), str(tmp_path / "two"), check=True).stdout
+    assert "engine.threads: 1 → 2" in text

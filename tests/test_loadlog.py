@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
+import httpx
 import pytest
 
 from kurabe.engines.llamacpp import LlamaCppServer
@@ -30,8 +30,7 @@ from kurabe.engines.loadlog import (
 from kurabe.models.builtin import builtin_path
 from kurabe.models.gguf_header import read_header
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_models as tm  # noqa: E402
+import tiny_models as tm  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 # Bytes of one row of n elements: (elements per block, bytes per block).
 BLOCKS = {"f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18),
@@ -93,13 +92,20 @@ class Load:
     ctv: str
     obs: ObservedBuffers
     model: tm.TinyModel | None = None
+    answer: dict | None = None  # tiny models: the reply to one chat request
 
+
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+)
 
 # Tiny fixtures: (name, arch, server settings, model settings). Bigger SSM sizes for the
 # hybrids so the recurrent state is well above the log's 0.01 MiB step.
 TINY = [
     ("llama", "llama", dict(ctx=1024, parallel=1, ctk="f16", ctv="f16"), dict(dtype="f32")),
-    ("qwen3", "qwen3", dict(ctx=2048, parallel=2, ctk="q8_0", ctv="q8_0"), {}),
+    ("qwen3", "qwen3", dict(ctx=2048, parallel=2, ctk="q8_0", ctv="q8_0"),
+     dict(chat_template=QWEN3_STYLE_TEMPLATE)),
     ("qwen3moe", "qwen3moe", dict(ctx=4096, parallel=1, ctk="q4_0", ctv="q4_0"), {}),
     ("gemma3", "gemma3", dict(ctx=4096, parallel=2, ctk="f16", ctv="f16"), {}),
     ("qwen3next", "qwen3next", dict(ctx=1024, parallel=4, ctk="q8_0", ctv="f16"),
@@ -112,15 +118,22 @@ TINY = [
 
 
 def _load(name: str, path: Path, log_dir: Path, ctx: int, parallel: int, ctk: str,
-          ctv: str) -> ObservedBuffers:
+          ctv: str, ask: bool) -> tuple[ObservedBuffers, dict | None]:
+    """Start a server, optionally send one chat request, stop it; parse its log."""
     log = log_dir / f"{name}.log"
     server = LlamaCppServer(name, path, ctx=ctx, parallel=parallel, cache_type_k=ctk,
                             cache_type_v=ctv, log_path=log, startup_timeout_s=120)
+    answer = None
     try:
-        server.start()
+        endpoint = server.start()
+        if ask:
+            reply = httpx.post(f"{endpoint.base_url}/chat/completions", timeout=60, json={
+                "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 4})
+            reply.raise_for_status()
+            answer = reply.json()
     finally:
         server.stop()
-    return parse_load_log_file(log)
+    return parse_load_log_file(log), answer
 
 
 @pytest.fixture(scope="session")
@@ -139,10 +152,14 @@ def loads(tmp_path_factory) -> dict[str, Load]:
         model = tm.write_model(work / f"{name}.gguf", arch, **model_kw)
         jobs.append((name, model.path, settings, model))
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(_load, name, path, work, **settings)
-                   for name, path, settings, _ in jobs}
-        return {name: Load(name, path, obs=futures[name].result(), model=model, **settings)
-                for name, path, settings, model in jobs}
+        futures = {name: pool.submit(_load, name, path, work, ask=model is not None,
+                                     **settings)
+                   for name, path, settings, model in jobs}
+        out = {}
+        for name, path, settings, model in jobs:
+            obs, answer = futures[name].result()
+            out[name] = Load(name, path, obs=obs, model=model, answer=answer, **settings)
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +167,7 @@ def loads(tmp_path_factory) -> dict[str, Load]:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.engine
 def test_smollm2_f16_kv_hand_worked(loads):
     load = loads["smollm2"]
     obs = load.obs
@@ -183,6 +201,7 @@ def test_smollm2_f16_kv_hand_worked(loads):
     assert_sums(obs)
 
 
+@pytest.mark.engine
 def test_smollm2_two_sequences_quantized_cache(loads):
     obs = loads["smollm2-np2"].obs
     assert obs.n_ctx == 2048 and obs.n_seq_max == 2 and obs.n_ctx_seq == 1024
@@ -201,6 +220,7 @@ def test_smollm2_two_sequences_quantized_cache(loads):
     assert_sums(obs)
 
 
+@pytest.mark.engine
 def test_gemma3_270m_keeps_both_kv_caches(loads):
     load = loads["gemma3-270m"]
     obs = load.obs
@@ -243,6 +263,7 @@ def expected_caches(model: tm.TinyModel, load: Load) -> dict[str, tuple[int, lis
     return out
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("name", [t[0] for t in TINY])
 def test_tiny_model_buffers(loads, name):
     load = loads[name]
@@ -287,6 +308,15 @@ def test_tiny_model_buffers(loads, name):
     assert_sums(obs)
 
 
+@pytest.mark.engine
+def test_tiny_models_answer_a_chat_request(loads):
+    for name, *_ in TINY:
+        answer = loads[name].answer
+        assert answer["choices"][0]["message"]["role"] == "assistant", name
+        assert answer["usage"]["completion_tokens"] >= 1, name
+
+
+@pytest.mark.engine
 def test_tiny_hybrid_kv_only_on_attention_layers(loads):
     # qwen35moe, 4 layers, every 2nd full attention: KV for 2 layers, state for 2 layers.
     load = loads["qwen35moe"]
@@ -300,9 +330,10 @@ def test_tiny_hybrid_kv_only_on_attention_layers(loads):
     s = 2 * 2 * 32 * 256 * 4
     state = load.obs.recurrent[0]
     assert near(state.r_bytes, r, load.obs) and near(state.s_bytes, s, load.obs)
-    assert s == MIB // 4 and state.s_bytes == s  # 0.25 MiB exactly
+    assert s == MIB // 8  # 0.125 MiB, printed with two decimals
 
 
+@pytest.mark.engine
 def test_tiny_per_layer_kv_heads(loads):
     # deci with head_count_kv = [2, 0, 1]: an estimator reading only the first element
     # would charge 3 * 2 heads; the real cache holds 2 + 0 + 1 heads of 32 per cell.
@@ -312,6 +343,7 @@ def test_tiny_per_layer_kv_heads(loads):
     assert not near(cache.size_bytes, 2 * 1024 * 3 * 2 * 32 * 2, obs)
 
 
+@pytest.mark.engine
 def test_stored_and_reloaded(loads):
     for load in loads.values():
         data = json.loads(json.dumps(load.obs.to_dict()))
@@ -422,6 +454,7 @@ def test_older_format_swa_and_recurrent():
     assert obs.compute_buffers == {"CPU": mib_to_bytes("300.01")}
     assert obs.total_bytes == mib_to_bytes("5000") + mib_to_bytes("0.49") + 352 * MIB \
         + mib_to_bytes("24.75") + mib_to_bytes("300.01")
+    assert ObservedBuffers.from_dict(json.loads(json.dumps(obs.to_dict()))) == obs
 
 
 FAILED_EXCERPT = """\
@@ -489,7 +522,7 @@ def test_header_only_30b_class_layout(tmp_path):
     header = read_header(path)
     assert header.header_bytes == header.file_bytes == size  # no tensor data at all
     assert header.architecture == "qwen3moe" and header.get("qwen3moe.expert_count") == 128
-    assert len(header.tensors) == len(layout.tensors) == 3 + 48 * 11
+    assert len(header.tensors) == len(layout.tensors) == 3 + 48 * 12  # as in the real Qwen3-30B-A3B
     down = next(t for t in header.tensors if t.name == "blk.7.ffn_down_exps.weight")
     assert down.shape == (768, 2048, 128)
     assert down.ggml_type == gguf.GGMLQuantizationType.Q4_K

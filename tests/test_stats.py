@@ -67,3 +67,15 @@ def test_paired_ratio_with_noise_around_one_is_undecided():
 def test_paired_ratio_rejects_unmatched_lengths():
     with pytest.raises(ValueError):
         paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_ratio_of_medians_between_two_runs():
+    from kurabe.analysis.stats import ratio_of_medians
+
+    before = [100.0, 98.0, 103.0, 101.0, 99.0]
+    after = [x * 1.25 for x in before]
+    r = ratio_of_medians(after, before)
+    assert r.ratio == pytest.approx(1.25)  # median 125.0 / median 100.0
+    assert r.ci_low <= 1.25 <= r.ci_high and r.decided
+    same = ratio_of_medians([100.0, 101.0, 99.0, 100.5], [100.2, 99.8, 100.9, 99.1])
+    assert not same.decided

@@ -21,8 +21,10 @@ Shapes follow GGML's convention (``ne[0]`` first): ``token_embd.weight`` is
 ``(n_embd, n_vocab)``. Arrays passed in or returned use NumPy's order, which is the
 reverse (``token_embd.weight`` is a ``(n_vocab, n_embd)`` array, row ``i`` = token ``i``).
 
-The tokenizer is GPT-2 style byte-level BPE: token ``b`` (0..255) is the single byte ``b``,
-then the merge tokens of :data:`BASE_MERGES`, then ``vocab_extra``, then the special tokens.
+Default dimensions: hidden 64, 4 query heads of 32, 2 KV heads, FFN 128, 2-6 layers. The
+tokenizer is GPT-2 style byte-level BPE (303 tokens by default): token ``b`` (0..255) is the
+single byte ``b``, then the merge tokens of :data:`BASE_MERGES`, then ``vocab_extra`` (and
+the results of ``merges_extra``), then the special tokens (:data:`DEFAULT_SPECIAL_TOKENS`).
 
 Main entry points:
 
@@ -267,11 +269,15 @@ def _vocabulary(vocab_extra, special_tokens, merges_extra):
     tokens: list[str] = [_B2U[b] for b in range(256)]
     types: list[int] = [TT.NORMAL] * 256
     merges: list[str] = []
-    for a, b in (*BASE_MERGES, *merges_extra):
-        merges.append(f"{a} {b}")
-        if a + b not in tokens:
-            tokens.append(a + b)
-            types.append(TT.NORMAL)
+
+    def merge(pairs) -> None:
+        for a, b in pairs:
+            merges.append(f"{a} {b}")
+            if a + b not in tokens:
+                tokens.append(a + b)
+                types.append(TT.NORMAL)
+
+    merge(BASE_MERGES)
     for item in vocab_extra:
         text, ttype = (item, TT.NORMAL) if isinstance(item, str) else (item[0], TT(item[1]))
         stored = bpe_text(text) if ttype == TT.NORMAL else text
@@ -279,6 +285,7 @@ def _vocabulary(vocab_extra, special_tokens, merges_extra):
             raise ValueError(f"vocab_extra: {text!r} is already in the vocabulary")
         tokens.append(stored)
         types.append(ttype)
+    merge(merges_extra)  # results not in the vocabulary yet come after vocab_extra
     for text, ttype in special_tokens:
         if text in tokens:
             raise ValueError(f"special token {text!r} is already in the vocabulary")
@@ -341,7 +348,9 @@ def model_layout(
 
     * ``n_layers``: blocks; default per architecture (:data:`DEFAULT_N_LAYERS`).
     * ``n_embd``, ``n_head``, ``head_dim``, ``n_ff``: hidden size, query heads, head size
-      (written as ``attention.key_length``/``value_length``), dense FFN width.
+      (written as ``attention.key_length``/``value_length``), dense FFN width. The head size
+      defaults to 32 because llama.cpp refuses a quantized K or V cache (q8_0, q4_0, ...)
+      whose block size (32) does not divide the head size.
     * ``n_head_kv``: an int, or one value per layer (written as an array). Note: the
       llama, qwen3, qwen3moe, gemma3 and hybrid loaders size every layer's K/V tensors from
       layer 0, so a non-uniform array only loads with ``deci`` (where 0 also means "no
@@ -361,12 +370,16 @@ def model_layout(
       size), ``ssm_n_group`` (K heads), ``ssm_dt_rank`` (V heads); ``d_inner`` is
       ``d_state * dt_rank``.
     * ``tie_embeddings``: no ``output.weight`` (llama.cpp reuses ``token_embd.weight``).
-    * vocabulary: ``vocab_extra`` adds tokens after the merge tokens: a plain string is a
-      NORMAL token (stored byte-level, e.g. " hello" -> "Ġhello"; BPE only produces it from
-      text if ``merges_extra`` builds it), ``(text, gguf.TokenType.X)`` sets its type
-      (USER_DEFINED tokens are matched literally in prompts, CONTROL tokens only when special
-      tokens are parsed). ``special_tokens`` come last; ``pad_vocab_to`` appends unused
-      ``<|pad_N|>`` tokens up to that size (for realistic header-only vocabularies).
+    * vocabulary (ids in this order): the 256 bytes, the results of :data:`BASE_MERGES`,
+      ``vocab_extra``, the results of ``merges_extra`` not already present, the special
+      tokens, then ``pad_vocab_to`` padding. In ``vocab_extra`` a plain string is a NORMAL
+      token (stored byte-level, e.g. " hello" -> "Ġhello"); the tokenizer only produces it
+      from text when merges build it from what the base merges leave (" hello" becomes
+      "Ġ", "he", "ll", "o"), e.g. ``merges_extra=[("Ġ", "he"), ("Ġhe", "ll"), ("Ġhell",
+      "o")]`` (pairs of byte-level text, applied in list order; results become tokens).
+      ``(text, gguf.TokenType.X)`` sets the type: USER_DEFINED tokens are matched literally
+      in prompts, CONTROL tokens only where special tokens are parsed. ``pad_vocab_to``
+      appends unused ``<|pad_N|>`` tokens up to that size (realistic header-only vocabularies).
       ``bos_token``/``eos_token`` name the BOS/EOS tokens (EOS default: ``<end_of_turn>``
       for gemma3, ``<|im_end|>`` otherwise). ``add_bos_token`` defaults to True for gemma3.
     * ``chat_template``: stored as ``tokenizer.chat_template`` when given.

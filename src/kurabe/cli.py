@@ -207,6 +207,34 @@ def models(
     out.print(table)
 
 
+@app.command()
+def compare(
+    before: Annotated[Path, typer.Argument(help="the earlier run folder")],
+    after: Annotated[Path, typer.Argument(help="the later run folder")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
+) -> None:
+    """What changed between two runs of the same models, with intervals."""
+    from kurabe.analysis.compare import compare_runs
+
+    try:
+        result = compare_runs(before, after)
+    except KurabeError as exc:
+        _fail(exc)
+    if json_out:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        return
+    out.print(f"[bold]{before} → {after}[/]", highlight=False)
+    for change in result["setup_changes"]:
+        out.print(f"setup: {change['model']} {change['field']}: {change['before']} → "
+                  f"{change['after']}", highlight=False)
+    if not result["setup_changes"]:
+        out.print("setup: no difference in engine version, file, quant or flags", highlight=False)
+    for change in result["changes"]:
+        out.print(change["sentence"], highlight=False)
+    for note in result["notes"]:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
 thinking_app = typer.Typer(no_args_is_help=True, help="Reasoning diagnostics.")
 app.add_typer(thinking_app, name="thinking")
 

@@ -87,3 +87,21 @@ def paired_ratio(a: Sequence[float], b: Sequence[float]) -> Ratio:
         return Ratio(ratio, None, None, 1)
     low, high = _bootstrap(logs, np.mean)
     return Ratio(ratio, float(np.exp(low)), float(np.exp(high)), len(logs))
+
+
+def ratio_of_medians(after: Sequence[float | None], before: Sequence[float | None]) -> Ratio:
+    """median(after) / median(before) for two independent samples (two runs), with a
+    percentile-bootstrap interval that resamples each run separately."""
+    a, b = _clean(after), _clean(before)
+    if len(a) == 0 or len(b) == 0 or np.median(b) == 0:
+        return Ratio(None, None, None, min(len(a), len(b)))
+    ratio = float(np.median(a) / np.median(b))
+    if len(a) < 2 or len(b) < 2:
+        return Ratio(ratio, None, None, min(len(a), len(b)))
+    res = sps.bootstrap(
+        (a, b), lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
+        confidence_level=CONFIDENCE, n_resamples=N_RESAMPLES, method="percentile",
+        vectorized=True, paired=False, rng=np.random.default_rng(SEED),
+    )
+    return Ratio(ratio, float(res.confidence_interval.low), float(res.confidence_interval.high),
+                 min(len(a), len(b)))
