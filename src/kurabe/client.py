@@ -35,6 +35,7 @@ class StreamRecord:
     timings: dict[str, Any] | None = None  # llama.cpp's own clock for this request
     http_status: int | None = None
     error: str | None = None
+    attempts: int = 1
 
     @property
     def answer(self) -> str:
@@ -137,6 +138,18 @@ class ChatClient:
             return None
 
     async def stream_chat(self, req: ChatRequest) -> StreamRecord:
+        """Send one streamed chat request and record it. A pooled keep-alive connection the
+        server already closed fails before any response byte: that attempt is retried once on
+        a fresh connection, with the clock restarted, and counted in ``attempts``."""
+        record = await self._stream_once(req)
+        if record.error and record.http_status is None and not record.chunks \
+                and record.error.startswith(("RemoteProtocolError", "ReadError", "WriteError")):
+            retry = await self._stream_once(req)
+            retry.attempts = 2
+            return retry
+        return record
+
+    async def _stream_once(self, req: ChatRequest) -> StreamRecord:
         body = request_body(self.endpoint, req)
         url = f"{self.endpoint.base_url}/chat/completions"
         record = StreamRecord(sent_at_unix_s=time.time())

@@ -7,7 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from kurabe import KurabeError
 
@@ -83,6 +84,27 @@ class ReasoningSweepConfig(_Strict):
         return [_check_setting(v) for v in values]
 
 
+class QualityConfig(_Strict):
+    """The quality round: suites answered by every model, checked, and graded by a judge."""
+
+    suites: Annotated[list[str], Field(min_length=1)] = ["builtin:ja_core"]
+    per_category: Annotated[int, Field(ge=1)] | None = None  # sample this many per category
+    repeats: Annotated[int, Field(ge=1)] = 1
+    max_tokens: Annotated[int, Field(ge=1)] = 512
+    models: list[str] | None = None  # default: every model
+    judge: str | None = None  # a model name from [[models]] or [[judges]]; None: no judging
+    judge_max_tokens: Annotated[int, Field(ge=1)] = 512
+    judge_reasoning: str | int | None = "off"  # the judge's own thinking
+    pairwise: bool = True
+    code_checks: bool = True
+    seed: int = 0
+
+    @field_validator("judge_reasoning")
+    @classmethod
+    def _judge_reasoning(cls, value):
+        return None if value is None else _check_setting(value)
+
+
 class PromptConfig(_Strict):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
     text: str
@@ -109,6 +131,17 @@ class ShootoutConfig(_Strict):
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     prompts: list[PromptConfig] = []
     reasoning_sweep: ReasoningSweepConfig | None = None
+    quality: QualityConfig | None = None
+    judges: list[ModelConfig] = []  # models that only judge (not compared)
+
+    @model_validator(mode="after")
+    def _judge_known(self):
+        if self.quality and self.quality.judge:
+            names = {m.name for m in [*self.models, *self.judges]}
+            if self.quality.judge not in names:
+                raise ValueError(f"quality.judge '{self.quality.judge}' is not a model in "
+                                 "[[models]] or [[judges]]")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -154,7 +187,7 @@ def parse_config(data: dict, origin: str, base_dir: Path | None = None) -> Shoot
     except ValidationError as exc:
         raise KurabeError(format_validation_error(exc, origin)) from None
     if base_dir is not None:  # relative model paths are relative to the config file
-        for model in config.models:
+        for model in [*config.models, *config.judges]:
             if model.kind == "file" and not Path(model.source).expanduser().is_absolute():
                 model.source = str((base_dir / model.source).resolve())
             tpl = model.engine.chat_template_file

@@ -96,6 +96,57 @@ MIGRATIONS: list[str] = [
     ALTER TABLE requests_v2 RENAME TO requests;
     CREATE INDEX requests_seq ON requests (seq, status);
     """,
+    # 3: quality evaluation: answers (generation), grades (judging), checks (deterministic)
+    """
+    CREATE TABLE answers (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        suite TEXT NOT NULL,
+        category TEXT NOT NULL,
+        repeat INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+        error TEXT,
+        outcome TEXT,
+        answer TEXT NOT NULL,
+        reasoning TEXT NOT NULL,
+        turns_json TEXT NOT NULL,
+        metrics_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX answers_key ON answers (model, item_id, repeat, status);
+    CREATE TABLE grades (
+        id INTEGER PRIMARY KEY,
+        judge TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('single', 'pairwise')),
+        item_id TEXT NOT NULL,
+        repeat INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        model_b TEXT,
+        position TEXT,
+        status TEXT NOT NULL CHECK (status IN ('scored', 'unscored', 'skipped', 'error')),
+        score REAL,
+        verdict TEXT,
+        explanation TEXT,
+        raw_output TEXT,
+        judge_reasoning TEXT,
+        detail TEXT,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX grades_key ON grades (judge, kind, item_id, repeat, model, model_b, position);
+    CREATE TABLE checks (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        repeat INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        passed INTEGER,
+        value REAL,
+        detail TEXT,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX checks_key ON checks (model, item_id, repeat, name);
+    """,
 ]
 
 
@@ -238,6 +289,52 @@ class Store:
              json.dumps(row.record, ensure_ascii=False),
              json.dumps(row.metrics, ensure_ascii=False), utc_now()),
         )
+
+    # -- quality ---------------------------------------------------------------------------
+
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
+        """One committed row (autocommit): durable as soon as this returns."""
+        row = {**row, "stored_at": utc_now()}
+        cols = ", ".join(row)
+        self._db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in row)})",
+                         tuple(row.values()))
+
+    def add_answer(self, row: dict[str, Any]) -> None:
+        self._insert("answers", row)
+
+    def answers(self, *, status: str | None = "ok") -> list[dict[str, Any]]:
+        sql = "SELECT * FROM answers" + (" WHERE status = ?" if status else "") + " ORDER BY id"
+        return [dict(r) for r in self._db.execute(sql, (status,) if status else ())]
+
+    def answered_keys(self) -> set[tuple[str, str, int]]:
+        return {(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT model, item_id, repeat FROM answers WHERE status = 'ok'")}
+
+    def add_grade(self, row: dict[str, Any]) -> None:
+        self._insert("grades", row)
+
+    def grades(self, judge: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM grades" + (" WHERE judge = ?" if judge else "") + " ORDER BY id"
+        return [dict(r) for r in self._db.execute(sql, (judge,) if judge else ())]
+
+    def graded_keys(self, judge: str) -> set[tuple]:
+        return {tuple(r) for r in self._db.execute(
+            "SELECT kind, item_id, repeat, model, coalesce(model_b, ''), coalesce(position, '')"
+            " FROM grades WHERE judge = ? AND status != 'error'", (judge,))}
+
+    def judges(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT judge FROM grades GROUP BY judge ORDER BY max(id)")]
+
+    def add_check(self, row: dict[str, Any]) -> None:
+        self._insert("checks", row)
+
+    def checks(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM checks ORDER BY id")]
+
+    def checked_keys(self) -> set[tuple[str, str, int]]:
+        return {(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT DISTINCT model, item_id, repeat FROM checks")}
 
     def completed_seqs(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT seq FROM requests WHERE status = 'ok'")}

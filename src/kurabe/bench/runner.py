@@ -123,17 +123,25 @@ class Shootout:
 
     def execute(self) -> None:
         pending = self.pending()
-        if not pending:
+        quality = self._quality()
+        q_pending = quality.pending(self.config.quality.judge) if quality else {}
+        if not pending and not any(q_pending.values()):
             self.store.set_status("complete")
             return
         needed = list(dict.fromkeys(s.model for s in pending))
+        if q_pending.get("generate"):
+            needed += [m for m in quality.models if m not in needed]
+        judge = self.config.quality.judge if quality else None
+        if judge and (q_pending.get("judge") or q_pending.get("generate")) and judge not in needed:
+            needed.append(judge)
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         engines: dict[str, Engine] = {}
         endpoints: dict[str, Endpoint] = {}
         try:
             with contextlib.ExitStack() as stack:
-                for i, model in enumerate(m for m in self.config.models if m.name in needed):
-                    self.progress(f"starting {model.name}", i, len(needed))
+                wanted = [m for m in [*self.config.models, *self.config.judges] if m.name in needed]
+                for i, model in enumerate(wanted):
+                    self.progress(f"starting {model.name}", i, len(wanted))
                     resolved = resolve_model(model.name, model.source, model.kind,
                                              model.engine.chat_template_file)
                     template = resolved.chat_template or resolved.gguf_chat_template
@@ -145,7 +153,11 @@ class Shootout:
                     engines[model.name] = engine
                     self._record_model(model, resolved, engine)
                     self.store.add_event("engine_started", f"{model.name}: {engine.info().version}")
-                asyncio.run(self._send_all(pending, engines, endpoints))
+                if pending:
+                    asyncio.run(self._send_all(pending, engines, endpoints))
+                if quality:
+                    quality.starts_in_reasoning = self.starts_in_reasoning
+                    self._run_quality(quality, engines, endpoints)
             self.store.set_status("complete")
         except (KeyboardInterrupt, _Terminated):
             self.store.set_status("interrupted")
@@ -158,6 +170,48 @@ class Shootout:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+    def _quality(self):
+        if self.config.quality is None:
+            return None
+        from kurabe.evals.runner import QualityRound
+
+        return QualityRound(self.config, self.store, self.progress)
+
+    def _run_quality(self, quality, engines: dict[str, Engine],
+                     endpoints: dict[str, Endpoint]) -> None:
+        async def generate():
+            clients = {m: ChatClient(endpoints[m], timeout_s=self.config.run.request_timeout_s)
+                       for m in quality.models}
+            try:
+                await quality.generate(clients)
+            finally:
+                for c in clients.values():
+                    await c.aclose()
+
+        async def judge(name):
+            client = ChatClient(endpoints[name], timeout_s=self.config.run.request_timeout_s)
+            try:
+                await quality.judge(name, client)
+            finally:
+                await client.aclose()
+
+        pending = quality.pending(self.config.quality.judge)
+        if pending["generate"]:
+            asyncio.run(generate())
+            self._check_engines(engines, quality.models)
+        quality.check()  # deterministic checks, code checks in a browser (outside asyncio)
+        name = self.config.quality.judge
+        if name and quality.pending(name)["judge"]:
+            asyncio.run(judge(name))
+            self._check_engines(engines, [name])
+
+    def _check_engines(self, engines: dict[str, Engine], names: list[str]) -> None:
+        dead = [n for n in names if n in engines and not engines[n].alive()]
+        if dead:
+            raise EngineError(
+                f"model '{dead[0]}': the engine exited during the quality round. Everything "
+                f"stored so far is kept; finish with: kurabe run --resume {self.run_dir}")
 
     def _record_model(self, model, resolved: ResolvedModel, engine: Engine) -> None:
         info = engine.info()

@@ -1,0 +1,1 @@
+"""Quality checks of model answers (beyond speed)."""

@@ -1,0 +1,68 @@
+"""Faults a real server rarely shows on demand, injected by a scripted loopback server."""
+
+import asyncio
+import json
+
+from kurabe.client import ChatClient, ChatRequest
+from kurabe.engines import Endpoint
+
+
+def sse_body(texts):
+    events = [{"choices": [{"delta": {"content": t}, "finish_reason": None}]} for t in texts]
+    events.append({"choices": [{"delta": {}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": len(texts)}})
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+
+
+async def serve(behaviours):
+    """Answer connection i with behaviours[i]: 'close' (drop it unanswered), 'ok', '500'."""
+    calls = []
+
+    async def handle(reader, writer):
+        behaviour = behaviours[min(len(calls), len(behaviours) - 1)]
+        calls.append(behaviour)
+        await reader.readuntil(b"\r\n\r\n")
+        if behaviour == "close":
+            writer.close()
+            return
+        if behaviour == "500":
+            body = b'{"error": "boom"}'
+            writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        else:
+            body = sse_body(["こん", "にちは"]).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], calls
+
+
+def run(behaviours):
+    async def go():
+        server, port, calls = await serve(behaviours)
+        async with server:
+            client = ChatClient(Endpoint(f"http://127.0.0.1:{port}/v1", "openai"))
+            rec = await client.stream_chat(ChatRequest(messages=[], max_tokens=4))
+            await client.aclose()
+        return rec, calls
+    return asyncio.run(go())
+
+
+def test_a_connection_dropped_before_any_response_is_retried_once():
+    rec, calls = run(["close", "ok"])
+    assert calls == ["close", "ok"]
+    assert rec.error is None and rec.attempts == 2
+    assert rec.answer == "こんにちは" and rec.usage["completion_tokens"] == 2
+
+
+def test_two_drops_are_an_error_not_an_endless_retry():
+    rec, calls = run(["close", "close", "ok"])
+    assert len(calls) == 2 and rec.error.startswith("RemoteProtocolError")
+
+
+def test_server_errors_are_recorded_not_retried():
+    rec, calls = run(["500", "ok"])
+    assert calls == ["500"] and rec.http_status == 500 and "boom" in rec.error
