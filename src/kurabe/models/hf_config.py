@@ -215,6 +215,12 @@ def read_hf_config(path: str | Path, *, dtype: str | None = None,
         total = (index.get("metadata") or {}).get("total_size")
         if isinstance(total, int):
             header.source_bytes = total
+            synthesized = header.tensor_bytes
+            if synthesized and abs(total - synthesized) > 0.05 * synthesized:
+                header.notes.append(
+                    f"the checkpoint holds {total:,} bytes, the synthesized text model "
+                    f"{synthesized:,} at {dtype} (a vision tower, extra layers or another "
+                    "storage type would explain it)")
     return header
 
 

@@ -37,10 +37,11 @@ The per-tensor rules are llama.cpp's (``src/llama-quant.cpp``), re-stated here:
   IQ4_XS -> IQ4_NL; if the row is not a multiple of 32 either, F16.
 
 File size: the header of the output is the input's header (same keys and tensor infos;
-llama-quantize only sets ``general.quantization_version`` and ``general.file_type``),
-padded to the alignment, then every tensor's data padded to 32 bytes. From a real GGUF
-header this is exact; for a synthesized header the header length is an estimate (see
-:mod:`kurabe.models.hf_config`), the tensor data is exact.
+llama-quantize only sets ``general.quantization_version`` and ``general.file_type``, and
+writes a shape without its trailing dimensions of 1), padded to the alignment, then every
+tensor's data padded to 32 bytes. From a real GGUF header this is exact; for a synthesized
+header the header length is an estimate (see :mod:`kurabe.models.hf_config`), the tensor
+data is exact.
 """
 
 from __future__ import annotations
@@ -530,6 +531,9 @@ def _output_header_bytes(header: Any) -> tuple[int, bool]:
     for key, width in _SPLIT_KEYS.items():
         if key in metadata:
             base -= _string_bytes(key) + 4 + width
+    # ggml writes a tensor's dimensions without trailing 1s (a (2048, 1) gate is 1-D)
+    for t in header.tensors:
+        base -= 8 * (len(tuple(t.shape)) - n_dims(t.shape))
     align = _first_int(metadata.get("general.alignment"), GGUF_DEFAULT_ALIGNMENT) \
         or GGUF_DEFAULT_ALIGNMENT
     return _pad(base, align), estimated
