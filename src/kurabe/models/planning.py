@@ -1,0 +1,57 @@
+"""`kurabe plan`: a model's memory at given settings, for one quant or a ranked list."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kurabe import KurabeError
+from kurabe.models.card import load_model_header, quantized_view
+from kurabe.models.plan import plan_memory
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+          "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+          "tib": 2**40}
+
+
+def parse_size(text: str, flag: str = "--budget") -> int:
+    """'48GiB', '48 GB', '512MiB', '1e9' -> bytes (GB = 10^9, GiB = 2^30)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise KurabeError(f"{flag} {text!r}: expected a size such as 48GiB, 48GB or 512MiB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def plan_model(spec: str, *, ctx: int = 4096, cache_type_k: str = "f16", cache_type_v: str = "f16",
+               parallel: int = 1, ngl: int | None = None, ubatch: int = 512,
+               flash_attn: str = "auto", quant: str | None = None, budget: str | None = None,
+               gpu: bool | None = None) -> dict[str, Any]:
+    header, kind = load_model_header(spec)
+    budget_bytes = parse_size(budget) if budget else None
+    file_bytes = getattr(header, "file_bytes", None)
+    quant_name = getattr(header, "file_type_name", None)
+    if quant:
+        header, prediction = quantized_view(header, quant.upper())
+        file_bytes, quant_name = prediction.file_bytes, quant.upper()
+    elif kind == "hf-config":
+        quant_name = quant_name or "F16/BF16 (as converted)"
+    # A CPU-only plan keeps everything in host memory unless layers are offloaded.
+    plan = plan_memory(header, ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
+                       parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn,
+                       **({"gpu": gpu} if gpu is not None else {}))
+    out = plan.to_dict(budget_bytes)
+    out.update({"model": spec, "quant": quant_name, "file_bytes": file_bytes,
+                "ctx": ctx, "cache_type_k": cache_type_k, "cache_type_v": cache_type_v,
+                "parallel": parallel})
+    return out
+
+
+def rank_quants(spec: str, quants: list[str], *, budget: str, **settings) -> dict[str, Any]:
+    """Plan each quant; the recommendation is the largest file whose total fits the budget."""
+    if not budget:
+        raise KurabeError("--quants needs --budget (e.g. --budget 48GiB)")
+    rows = [plan_model(spec, quant=q, budget=budget, **settings) for q in quants]
+    rows.sort(key=lambda r: r["file_bytes"] or 0)
+    fitting = [r for r in rows if r["fits"]]
+    best = max(fitting, key=lambda r: r["file_bytes"] or 0)["quant"] if fitting else None
+    return {"model": spec, "budget_bytes": parse_size(budget), "quants": rows, "best": best}
