@@ -136,11 +136,19 @@ def test_bad_input_is_one_clear_error(tmp_path, args, needle):
 
 def test_demo_report_compares_both_builtin_models(tmp_path):
     out = tmp_path / "demo"
-    done = run_kurabe("demo", "--repeats", "1", "--max-tokens", "24", "--out", str(out), check=True)
+    done = run_kurabe("demo", "--repeats", "1", "--max-tokens", "24", "--quality-max-tokens", "32",
+                      "--out", str(out), check=True)
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "smollm2-135m" in report and "gemma3-270m" in report
     assert "decodes" in report and "95% CI" in report or "no clear winner" in report
     assert "## Fairness warnings" in report and "## Setup" in report
+    # the small quality round, judged by a built-in model, says how little that judge is worth
+    for section in ("## Quality", "### The judge's reliability", "## Knowledge cutoff",
+                    "## Safety", "## Code checks", "## Model cards", "## Loading"):
+        assert section in report, section
+    assert "tiny built-in model" in report
+    summary = json.loads(run_kurabe("report", str(out), "--json", check=True).stdout)
+    assert summary["run_status"] == "complete"
     assert "decodes" in done.stdout or "no clear winner" in done.stdout
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "demo-report.md").write_text(report, encoding="utf-8")

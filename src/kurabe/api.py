@@ -8,7 +8,8 @@ from pathlib import Path
 from kurabe import KurabeError
 from kurabe.analysis.run import RunAnalysis
 from kurabe.bench.runner import ProgressHook, Shootout
-from kurabe.config import EngineConfig, ModelConfig, RunConfig, ShootoutConfig, parse_config
+from kurabe.config import (EngineConfig, ModelConfig, QualityConfig, RunConfig, ShootoutConfig,
+                           parse_config)
 from kurabe.report import render_run
 
 DEFAULT_RUNS_DIR = Path("kurabe-runs")
@@ -19,13 +20,22 @@ def default_run_dir(name: str) -> Path:
     return DEFAULT_RUNS_DIR / f"{name}-{stamp}"
 
 
-def demo_config(*, repeats: int = 3, max_tokens: int = 96, warmup: int = 1) -> ShootoutConfig:
-    """The built-in shootout: SmolLM2-135M vs Gemma-3-270M on the built-in speed prompts."""
+def demo_config(*, repeats: int = 3, max_tokens: int = 96, warmup: int = 1,
+                quality: bool = True, per_category: int = 1,
+                quality_max_tokens: int = 96) -> ShootoutConfig:
+    """The built-in shootout: SmolLM2-135M vs Gemma-3-270M on the built-in speed prompts, and
+    a small quality round judged by the built-in SmolLM2 (a demonstration of the method: a
+    135M judge's grades mean little, and the report says so)."""
     engine = EngineConfig(ctx=2048)
     return ShootoutConfig(
         run=RunConfig(name="demo", repeats=repeats, warmup=warmup, max_tokens=max_tokens),
         models=[ModelConfig(name="smollm2-135m", source="builtin:smollm2-135m", engine=engine),
                 ModelConfig(name="gemma3-270m", source="builtin:gemma3-270m", engine=engine)],
+        quality=QualityConfig(
+            suites=["builtin:ja_core", "builtin:code", "builtin:cutoff", "builtin:safety"],
+            per_category=per_category, max_tokens=quality_max_tokens, judge="smollm2-135m",
+            judge_max_tokens=64,
+        ) if quality else None,
     )
 
 
@@ -80,3 +90,28 @@ def resume_shootout(run_dir: Path, *, progress: ProgressHook | None = None) -> R
         analysis, _ = render_run(run_dir)
         shootout.store.close()
     return analysis
+
+
+def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook | None = None
+            ) -> RunAnalysis:
+    """Grade a run's stored answers again, with another judge (``NAME=SPEC``) or the
+    configured one, without regenerating anything."""
+    from kurabe.store import Store
+
+    with Store.open(run_dir) as store:
+        config = ShootoutConfig.from_json(store.run()["config_json"])
+        if config.quality is None:
+            raise KurabeError(f"{run_dir}: this run has no quality round to judge")
+        if judge:
+            name, spec = parse_model_flag(judge)
+            known = {m.name: m for m in [*config.models, *config.judges]}
+            if name in known and known[name].source != spec:
+                raise KurabeError(f"--judge {judge}: the name '{name}' is already used for "
+                                  f"{known[name].source}; choose another name")
+            if name not in known:
+                config.judges.append(ModelConfig(name=name, source=spec))
+            config.quality.judge = name
+            store.update_config(config.to_json(), f"judge set to {name} ({spec})")
+        elif not config.quality.judge:
+            raise KurabeError("--judge NAME=SPEC: this run has no judge configured")
+    return resume_shootout(run_dir, progress=progress)

@@ -85,10 +85,14 @@ def demo(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder to create")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="measured repeats per prompt")] = 3,
     max_tokens: Annotated[int, typer.Option(min=1)] = 96,
+    quality: Annotated[bool, typer.Option("--quality/--no-quality", help="include the small quality round")] = True,
+    per_category: Annotated[int, typer.Option(min=1, help="quality items per category")] = 1,
+    quality_max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of quality answers")] = 96,
 ) -> None:
-    """Speed shootout of the two built-in models (offline, CPU)."""
+    """Shootout of the two built-in models (offline, CPU): speed, and a small quality round."""
     run_dir = out_dir or api.default_run_dir("demo")
-    config = api.demo_config(repeats=repeats, max_tokens=max_tokens)
+    config = api.demo_config(repeats=repeats, max_tokens=max_tokens, quality=quality,
+                             per_category=per_category, quality_max_tokens=quality_max_tokens)
     analysis = _run(lambda p: api.run_shootout(config, run_dir, progress=p))
     _print_summary(analysis, run_dir)
 
@@ -207,6 +211,20 @@ def models(
     out.print(table)
 
 
+@app.command("judge")
+def judge_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder with a quality round")],
+    judge: Annotated[Optional[str], typer.Option("--judge", help="NAME=SPEC of the judge model (default: the run's judge)")] = None,
+) -> None:
+    """Grade a run's stored answers (again), without regenerating them."""
+    analysis = _run(lambda p: api.rejudge(run_dir, judge, progress=p))
+    q = analysis.quality
+    if q is not None and q.judge:
+        out.print(f"judge {q.judge}: unscored rate "
+                  + (f"{q.unscored_rate:.0%}" if q.unscored_rate is not None else "–"), highlight=False)
+    out.print(f"report: {run_dir / 'report.md'}", highlight=False)
+
+
 @app.command()
 def compare(
     before: Annotated[Path, typer.Argument(help="the earlier run folder")],
@@ -233,6 +251,90 @@ def compare(
         out.print(change["sentence"], highlight=False)
     for note in result["notes"]:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def _gib(n) -> str:
+    from kurabe.report.markdown import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(help="a .gguf file, a config.json (or its folder), or builtin:NAME")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the card as JSON")] = False,
+) -> None:
+    """The model card: architecture, parameters, experts, layer layout, quant mix, lineage."""
+    from kurabe.models.card import card_text, load_model_header, model_card
+
+    try:
+        header, kind = load_model_header(model)
+        card = model_card(header, model, kind)
+    except KurabeError as exc:
+        _fail(exc)
+    if json_out:
+        sys.stdout.write(json.dumps(card.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table(title=f"model card: {model}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in card_text(card):
+        table.add_row(key, value)
+    out.print(table)
+
+
+@app.command()
+def plan(
+    model: Annotated[str, typer.Argument(help="a .gguf file, a config.json (or its folder), or builtin:NAME")],
+    ctx: Annotated[int, typer.Option(min=1, help="context size (tokens)")] = 4096,
+    cache_type_k: Annotated[str, typer.Option("--cache-type-k", help="K cache type")] = "f16",
+    cache_type_v: Annotated[str, typer.Option("--cache-type-v", help="V cache type")] = "f16",
+    parallel: Annotated[int, typer.Option(min=1, help="parallel sequences (-np)")] = 1,
+    ngl: Annotated[Optional[int], typer.Option(help="layers offloaded to the GPU (default all when there is one)")] = None,
+    ubatch: Annotated[int, typer.Option(min=1, help="physical batch size (-ub)")] = 512,
+    flash_attn: Annotated[str, typer.Option("--flash-attn", help="on, off or auto")] = "auto",
+    quant: Annotated[Optional[str], typer.Option(help="plan the file llama-quantize would write for this type")] = None,
+    quants: Annotated[Optional[str], typer.Option(help="comma-separated quant types to rank against --budget")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="memory budget, e.g. 48GiB")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+) -> None:
+    """Predict llama.cpp's memory for a model: weights, KV, recurrent state, compute; the
+    largest context that fits a budget; which quant fits."""
+    from kurabe.models.planning import plan_model, rank_quants
+
+    settings = dict(ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
+                    parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn)
+    try:
+        if quants:
+            result = rank_quants(model, [q.strip() for q in quants.split(",") if q.strip()],
+                                 budget=budget, **settings)
+        else:
+            result = plan_model(model, quant=quant, budget=budget, **settings)
+    except KurabeError as exc:
+        _fail(exc)
+    if json_out:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        return
+    rows = result["quants"] if quants else [result]
+    table = Table(title=f"memory plan: {model} (ctx {ctx}, K {cache_type_k}, V {cache_type_v}, "
+                        f"{parallel} seq)")
+    for col in ("quant", "file", "weights", "KV", "recurrent", "output", "compute", "total",
+                "fits", "max ctx"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["quant"]), _gib(r["file_bytes"]),
+                      _gib(r["model_host_bytes"] + r["model_device_bytes"]), _gib(r["kv_bytes"]),
+                      _gib(r["recurrent_bytes"]), _gib(r["output_bytes"]), _gib(r["compute_bytes"]),
+                      _gib(r["total_bytes"]),
+                      "–" if "fits" not in r else ("yes" if r["fits"] else "NO"),
+                      f"{r['max_ctx']:,}" if r.get("max_ctx") else "–")
+    out.print(table)
+    if quants:
+        best = result["best"]
+        out.print(f"largest quant that fits {budget}: {best}" if best else
+                  f"none of {quants} fits {budget}", highlight=False)
+    for note in (rows[0].get("notes") or []):
+        out.print(f"note: {note}", highlight=False)
 
 
 thinking_app = typer.Typer(no_args_is_help=True, help="Reasoning diagnostics.")

@@ -147,6 +147,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX checks_key ON checks (model, item_id, repeat, name);
     """,
+    # 4: what each model is and what loading it took: card, predicted plan, observed buffers
+    """
+    ALTER TABLE models ADD COLUMN card_json TEXT;
+    ALTER TABLE models ADD COLUMN plan_json TEXT;
+    ALTER TABLE models ADD COLUMN observed_json TEXT;
+    """,
 ]
 
 
@@ -250,6 +256,11 @@ class Store:
         data = dict(row)
         data["machine"] = json.loads(data.pop("machine_json"))
         return data
+
+    def update_config(self, config_json: str, reason: str) -> None:
+        """Change the run's config (e.g. a new judge), keeping the change in the events."""
+        self._db.execute("UPDATE run SET config_json = ? WHERE id = 1", (config_json,))
+        self.add_event("config_changed", reason)
 
     def set_status(self, status: str) -> None:
         finished = utc_now() if status == "complete" else None

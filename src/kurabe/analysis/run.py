@@ -25,6 +25,10 @@ class RunAnalysis:
     sweep_recommendations: list[Recommendation]
     prompts: list[dict[str, Any]]
     responses: list[dict[str, Any]]  # every measured and swept answer, for side-by-side reading
+    cards: list[dict[str, Any]]
+    loading: list[dict[str, Any]]
+    memory_budget_bytes: int | None
+    quality: Any = None  # kurabe.analysis.quality.QualityAnalysis when the run had a quality round
 
     def summary_json(self) -> dict[str, Any]:
         """The ``kurabe bench --json`` object: one entry per model, plus comparisons."""
@@ -78,11 +82,106 @@ def analyse_run(store: Store) -> RunAnalysis:
     settings = [str(s) for s in (cfg.reasoning_sweep.settings if cfg.reasoning_sweep else [])]
     cells, recs = analyse_sweep(sweep_rows, categories, settings)
     responses = [_response(r, categories) for r in [*measured, *sweep_rows]]
+    quality = None
+    prompt_list = [p.model_dump() for p in prompts]
+    if cfg.quality is not None:
+        from kurabe.analysis.quality import analyse_quality
+        from kurabe.evals.runner import quality_items
+
+        items = {i.id: i for i in quality_items(cfg)}
+        quality = analyse_quality(store, config, items)
+        if quality is not None:
+            responses += _quality_responses(store, items, quality)
+            seen = {p["id"] for p in prompt_list}
+            prompt_list += [{"id": i.id, "text": i.turns[0], "category": i.category,
+                             "lang": i.lang} for i in items.values() if i.id not in seen]
     return RunAnalysis(run=run, config=config, models=models, speed=speed, measured=measured,
                        events=store.events(),
                        total_scheduled=len(model_names) * config["run"]["repeats"] * len(prompts),
                        sweep_cells=cells, sweep_recommendations=recs,
-                       prompts=[p.model_dump() for p in prompts], responses=responses)
+                       prompts=prompt_list, responses=responses, quality=quality,
+                       cards=_cards(models), loading=_loading(models),
+                       memory_budget_bytes=_budget(cfg.run.memory_budget))
+
+
+def _quality_responses(store: Store, items: dict, quality) -> list[dict[str, Any]]:
+    out = []
+    for a in store.answers():
+        if a["item_id"] not in items:
+            continue
+        m = json.loads(a["metrics_json"])
+        grade = quality.grades_by_answer.get((a["model"], a["item_id"], a["repeat"])) or {}
+        out.append({
+            "model": a["model"], "prompt_id": a["item_id"],
+            "category": items[a["item_id"]].category, "repeat": a["repeat"],
+            "phase": "quality", "setting": "", "answer": a["answer"],
+            "reasoning": a["reasoning"], "outcome": a["outcome"],
+            "finish_reason": m.get("finish_reason"),
+            "decode_tokens_per_s": m.get("decode_tokens_per_s"), "ttft_s": m.get("ttft_s"),
+            "chars_per_s": m.get("chars_per_s"), "output_tokens": m.get("output_tokens"),
+            "reasoning_tokens": m.get("reasoning_tokens"),
+            "grade": grade.get("score"), "grade_status": grade.get("status"),
+            "judge_explanation": grade.get("explanation") or grade.get("detail"),
+        })
+    return out
+
+
+LOADING_ROWS = (  # (label, planned keys, observed key)
+    ("model weights", ("model_host_bytes", "model_device_bytes", "model_repack_bytes"),
+     "model_bytes"),
+    ("KV cache", ("kv_bytes",), "kv_bytes"),
+    ("recurrent state", ("recurrent_bytes",), "recurrent_bytes"),
+    ("output buffer", ("output_bytes",), "output_bytes"),
+    ("compute buffer", ("compute_bytes",), "compute_bytes"),
+    ("total", ("total_bytes",), "total_bytes"),
+)
+
+
+def _budget(text: str | None) -> int | None:
+    if not text:
+        return None
+    from kurabe.models.planning import parse_size
+
+    return parse_size(text, "run.memory_budget")
+
+
+def _cards(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"model": m["name"], **json.loads(m["card_json"])} for m in models if m.get("card_json")]
+
+
+def _loading(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Predicted beside observed buffers, per model, with the error of the prediction."""
+    from kurabe.engines.loadlog import ObservedBuffers
+
+    out = []
+    for m in models:
+        if not m.get("plan_json") and not m.get("observed_json"):
+            continue
+        plan = json.loads(m["plan_json"]) if m.get("plan_json") else {}
+        observed = (ObservedBuffers.from_dict(json.loads(m["observed_json"]))
+                    if m.get("observed_json") else None)
+        rows = []
+        for label, keys, obs_key in LOADING_ROWS:
+            predicted = sum(plan[k] for k in keys if plan.get(k) is not None) if "error" not in plan \
+                and all(k in plan for k in keys) else None
+            seen = getattr(observed, obs_key) if observed is not None else None
+            if predicted in (None, 0) and not seen:
+                continue
+            error = (predicted - seen) / seen if predicted is not None and seen else None
+            rows.append({"buffer": label, "predicted_bytes": predicted, "observed_bytes": seen,
+                         "error": error})
+        settings = json.loads(m["settings_json"]) if m.get("settings_json") else {}
+        out.append({
+            "model": m["name"], "rows": rows, "plan_error": plan.get("error"),
+            "ctx": settings.get("ctx"), "cache_type_k": settings.get("cache_type_k") or "f16",
+            "cache_type_v": settings.get("cache_type_v") or "f16",
+            "layers_offloaded": (f"{observed.layers_offloaded}/{observed.layers_offloadable}"
+                                 if observed is not None and observed.layers_offloaded is not None
+                                 else None),
+            "kv_caches": [vars(k) if not isinstance(k, dict) else k
+                          for k in (observed.kv_caches if observed is not None else [])],
+        })
+    return out
 
 
 def _response(row: RequestRow, categories: dict[str, str]) -> dict[str, Any]:

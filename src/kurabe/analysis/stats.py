@@ -105,3 +105,26 @@ def ratio_of_medians(after: Sequence[float | None], before: Sequence[float | Non
     )
     return Ratio(ratio, float(res.confidence_interval.low), float(res.confidence_interval.high),
                  min(len(a), len(b)))
+
+
+@dataclass(frozen=True)
+class MeanEstimate:
+    mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def mean_ci(values: Sequence[float | None]) -> MeanEstimate:
+    """Mean and its 95% percentile-bootstrap interval (judge scores, paired differences)."""
+    sample = _clean(values)
+    if len(sample) == 0:
+        return MeanEstimate(None, None, None, 0)
+    mean = float(np.mean(sample))
+    if len(sample) == 1:
+        return MeanEstimate(mean, None, None, 1)
+    low, high = _bootstrap(sample, np.mean)
+    return MeanEstimate(mean, low, high, len(sample))

@@ -67,6 +67,29 @@ def sweep_plan(config: ShootoutConfig, prompt_ids: list[str]):
     return (models, sweep.prompts or prompt_ids, sweep.settings, sweep.repeats)
 
 
+def _card_and_plan(model: ModelConfig, resolved: ResolvedModel, engine: Engine
+                   ) -> tuple[str | None, str | None]:
+    """The model card and the memory plan for the settings this engine was started with.
+    A model the planner cannot handle still runs: the plan records why it is missing."""
+    from kurabe.models.card import model_card
+    from kurabe.models.gguf_header import read_header
+    from kurabe.models.plan import plan_memory
+
+    header = read_header(resolved.file_path)
+    card = json.dumps(model_card(header, model.source, "gguf").to_dict(), ensure_ascii=False)
+    eng = model.engine
+    try:
+        # The xllamacpp wheel is a CPU build: everything stays in host memory.
+        gpu = eng.server != "xllamacpp" and bool(machine_info()["gpus"])
+        plan = plan_memory(header, ctx=eng.ctx, cache_type_k=eng.cache_type_k or "f16",
+                           cache_type_v=eng.cache_type_v or "f16", parallel=eng.parallel,
+                           ngl=eng.ngl, flash_attn=eng.flash_attn or "auto", gpu=gpu)
+        plan_json = json.dumps(plan.to_dict())
+    except KurabeError as exc:
+        plan_json = json.dumps({"error": str(exc)})
+    return card, plan_json
+
+
 def _describe(item: Scheduled) -> str:
     setting = f" [{item.setting}]" if item.setting is not None else ""
     return f"{item.phase} {item.model} · {item.prompt_id}{setting}"
@@ -215,6 +238,15 @@ class Shootout:
 
     def _record_model(self, model, resolved: ResolvedModel, engine: Engine) -> None:
         info = engine.info()
+        card_json = plan_json = observed_json = None
+        if resolved.file_path is not None:
+            card_json, plan_json = _card_and_plan(model, resolved, engine)
+        if info.log_path:
+            from kurabe.engines.loadlog import parse_load_log_file
+
+            observed = parse_load_log_file(info.log_path)
+            if not observed.empty:
+                observed_json = json.dumps(observed.to_dict())
 
         self.store.upsert_model({
             "name": model.name, "source": model.source, "kind": model.kind,
@@ -227,6 +259,7 @@ class Shootout:
             "engine_log": (str(Path(info.log_path).relative_to(self.run_dir))
                            if info.log_path else None),
             "settings_json": model.engine.model_dump_json(),
+            "card_json": card_json, "plan_json": plan_json, "observed_json": observed_json,
         })
 
     async def _send_all(self, pending: list[Scheduled], engines: dict[str, Engine],

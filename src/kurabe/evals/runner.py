@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from itertools import combinations
 from typing import Callable
 
@@ -129,25 +128,25 @@ class QualityRound:
             item = self.by_id[a["item_id"]]
             text, outcome = a["answer"], a["outcome"]
             rows = [("outcome", None, None, outcome)]
-            if item.lang in ("ja", "en"):
+            if text.strip():
                 ratio = C.japanese_ratio(text)
-                mismatch = C.language_mismatch(text, item.lang)
-                rows.append(("japanese_ratio", None, _value(ratio), None))
-                if text.strip():
-                    rows.append(("language", not _flag(mismatch), None, _detail(mismatch)))
+                rows.append(("japanese_ratio", None, ratio.ratio, None))
+                if item.lang in ("ja", "en"):
+                    lang = C.language_mismatch(text, item.lang)
+                    rows.append(("language", lang.passed, lang.ratio, lang.reason))
             limits = item.checks or {}
             if limits.get("max_chars") or limits.get("min_chars"):
                 res = C.length_check(text, max_chars=limits.get("max_chars"),
                                      min_chars=limits.get("min_chars"))
-                rows.append(("length", _passed(res), _value(res), _detail(res)))
-            if outcome != "thinking_exhausted":
-                refusal = C.detect_refusal(text, item.lang)
-                rows.append(("refusal", None if not text.strip() else _flag(refusal), None,
-                             _detail(refusal)))
+                rows.append(("length", res.passed, res.chars, None))
+            if outcome not in ("thinking_exhausted", "error") and text.strip():
+                refusal = C.detect_refusal(text, item.lang, outcome)
+                # passed = 1 means "refused" for this check: it is a finding, not a grade.
+                rows.append(("refusal", refusal.refused, None,
+                             ", ".join(refusal.patterns) or refusal.reason or None))
             if item.category == "cutoff":
-                cls = classify_fact_answer(text, (item.meta or {}).get("accepted", []), item.lang)
-                if outcome == "thinking_exhausted":
-                    cls = "thinking_exhausted"
+                cls = classify_fact_answer(text, (item.meta or {}).get("accepted", []),
+                                           item.lang, outcome=outcome)
                 rows.append(("cutoff", cls == "correct", None, str(cls)))
             if limits.get("html_app") and self.q.code_checks:
                 code_jobs.append((a, item))
@@ -295,29 +294,3 @@ class QualityRound:
         self.progress("judging", total, total)
 
 
-def _passed(res) -> bool | None:
-    return getattr(res, "passed", None)
-
-
-def _flag(res) -> bool:
-    for attr in ("mismatch", "refused", "is_refusal", "flagged", "value"):
-        if hasattr(res, attr) and isinstance(getattr(res, attr), bool):
-            return getattr(res, attr)
-    return bool(res)
-
-
-def _value(res) -> float | None:
-    for attr in ("ratio", "value", "chars", "n_chars"):
-        v = getattr(res, attr, None)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-    return float(res) if isinstance(res, (int, float)) else None
-
-
-def _detail(res) -> str | None:
-    if res is None:
-        return None
-    try:
-        return json.dumps(asdict(res), ensure_ascii=False, default=str)
-    except TypeError:
-        return str(res)

@@ -61,6 +61,27 @@ def _speed_charts(a: RunAnalysis) -> list[str]:
     return out
 
 
+def _quality_chart(a: RunAnalysis) -> str:
+    q = a.quality
+    if q is None or not q.judge:
+        return ""
+    rows = [(m, q.scores[m]["overall"].mean, q.scores[m]["overall"].ci_low,
+             q.scores[m]["overall"].ci_high) for m in q.models]
+    return charts.interval_bars("judge score, all categories", "1–10", rows)
+
+
+def _loading_chart(a: RunAnalysis) -> str:
+    """Observed buffers per model, stacked, against the memory budget when one is set."""
+    rows = []
+    for l in a.loading:
+        parts = [(r["buffer"], r["observed_bytes"] / 2**30) for r in l["rows"]
+                 if r["buffer"] != "total" and r["observed_bytes"]]
+        if parts:
+            rows.append((l["model"], parts))
+    budget = a.memory_budget_bytes / 2**30 if a.memory_budget_bytes else None
+    return charts.stacked_bar("memory llama.cpp allocated", rows, budget, unit="GiB")
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: resources.files("kurabe.report").joinpath(
@@ -80,6 +101,8 @@ def render_html(a: RunAnalysis) -> str:
         a=a, run=a.run, machine=a.run["machine"], cfg=a.config, models=a.models,
         settings=settings, speed=a.speed, metrics=SUMMARY_METRICS, metric_docs=METRIC_DOCS,
         speed_charts=[_markup(svg) for svg in _speed_charts(a)],
+        loading_chart=_markup(_loading_chart(a)),
+        quality_chart=_markup(_quality_chart(a)),
         data_json=_markup(_json_for_script(data)), script=_markup(script), csp=csp(script),
     )
 

@@ -24,11 +24,13 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def fmt_est(est) -> str:
-    if est is None or est.median is None:
+    """A median or mean with its interval: "164 [160–166]"."""
+    value = getattr(est, "median", getattr(est, "mean", None)) if est is not None else None
+    if value is None:
         return "–"
     if est.ci_low is None:
-        return f"{fmt(est.median)} (n={est.n})"
-    return f"{fmt(est.median)} [{fmt(est.ci_low)}–{fmt(est.ci_high)}]"
+        return f"{fmt(value)} (n={est.n})"
+    return f"{fmt(value)} [{fmt(est.ci_low)}–{fmt(est.ci_high)}]"
 
 
 def fmt_bytes(n) -> str:

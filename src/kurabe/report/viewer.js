@@ -59,7 +59,8 @@
     var pid = promptSel.value;
     var prompt = data.prompts.filter(function (p) { return p.id === pid; })[0];
     var rows = data.responses.filter(function (r) {
-      return r.prompt_id === pid && shown.indexOf(r.model) >= 0 && r.phase === "measure" && r.repeat === 0;
+      return r.prompt_id === pid && shown.indexOf(r.model) >= 0 && r.repeat === 0 &&
+        (r.phase === "measure" || r.phase === "quality");
     });
     if (prompt) { out.appendChild(el("p", "viewer-prompt-text", prompt.text)); }
     var grid = el("div", "cards");
@@ -71,6 +72,11 @@
         " · decode " + fmt(r.decode_tokens_per_s, "t/s") + " · " + fmt(r.chars_per_s, "chars/s") +
         " · TTFT " + fmt(r.ttft_s, "s") + " · " + (r.output_tokens || 0) + " tokens");
       card.appendChild(meta);
+      if (r.phase === "quality" && r.grade_status) {
+        card.appendChild(el("p", "grade", r.grade_status === "scored" ?
+          "judge grade " + r.grade + "/10: " + (r.judge_explanation || "") :
+          "judge: " + r.grade_status + (r.judge_explanation ? " (" + r.judge_explanation + ")" : "")));
+      }
       if (reasoningBox.checked && r.reasoning) {
         card.appendChild(el("pre", "reasoning", r.reasoning));
       }
