@@ -128,14 +128,18 @@ class ChatClient:
         """Tokens of ``text`` by the model's own tokenizer (llama.cpp's /tokenize), else None."""
         if self.endpoint.engine_kind != "llama.cpp" or not text:
             return None
-        try:
-            resp = await self._http.post(f"{self.endpoint.server_root}/tokenize",
-                                         json={"content": text, "add_special": False})
-            if resp.status_code != 200:
+        for attempt in range(2):  # a pooled connection the server closed: retry once
+            try:
+                resp = await self._http.post(f"{self.endpoint.server_root}/tokenize",
+                                             json={"content": text, "add_special": False})
+                if resp.status_code != 200:
+                    return None
+                return len(resp.json().get("tokens") or [])
+            except httpx.RemoteProtocolError:
+                continue
+            except (httpx.HTTPError, ValueError):
                 return None
-            return len(resp.json().get("tokens") or [])
-        except (httpx.HTTPError, ValueError):
-            return None
+        return None
 
     async def stream_chat(self, req: ChatRequest) -> StreamRecord:
         """Send one streamed chat request and record it. A pooled keep-alive connection the

@@ -104,9 +104,13 @@ def _phase_rate(tokens: int | None, t_first: float | None, t_last: float | None)
 
 def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
                   reasoning_tokens: int | None = None,
-                  reasoning_tokens_source: str | None = None) -> SpeedMetrics:
+                  reasoning_tokens_source: str | None = None,
+                  answer_phase_tokens: int | None = None) -> SpeedMetrics:
     """Metrics of one request. ``reasoning_tokens``: counted by the model's own tokenizer
-    (or the server) when the caller could; otherwise estimated as one per reasoning chunk."""
+    (or the server) when the caller could; otherwise estimated as one per reasoning chunk.
+    ``answer_phase_tokens``: the answer text's own tokens (by the model's tokenizer), for the
+    answer-phase rate; output − reasoning tokens would also count the markers between the
+    phases and the end token, which are not streamed inside the answer's time span."""
     chunks = rec.chunks
     timed = split_stream([(c.t_s, c.content, c.reasoning) for c in chunks],
                          starts_in_reasoning=starts_in_reasoning)
@@ -185,7 +189,8 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
             reasoning_tokens if reasoning else None, timed.t_first_reasoning_s,
             timed.t_last_reasoning_s),
         answer_decode_tokens_per_s=_phase_rate(
-            answer_tokens if reasoning else None, timed.t_first_answer_s,
+            (answer_phase_tokens if answer_phase_tokens is not None else
+             timed.answer_chunks) if reasoning else None, timed.t_first_answer_s,
             answer_times[-1] if answer_times else None),
     )
 
@@ -227,6 +232,7 @@ METRIC_DOCS: dict[str, str] = {
     "answer_tokens": "answer tokens = output_tokens − reasoning_tokens",
     "reasoning_decode_tokens_per_s": "(reasoning_tokens − 1) / (t(last reasoning chunk) − "
                                      "t(first reasoning chunk))",
-    "answer_decode_tokens_per_s": "(answer_tokens − 1) / (t(last answer chunk) − t(first "
-                                  "answer chunk)), reported when the model reasoned",
+    "answer_decode_tokens_per_s": "(answer-phase tokens − 1) / (t(last answer chunk) − "
+                                  "t(first answer chunk)), the answer re-tokenised by the model's "
+                                  "tokenizer; reported when the model reasoned",
 }

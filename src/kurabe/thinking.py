@@ -78,7 +78,7 @@ def split_content(content: str, server_reasoning: str = "", *,
     if server_reasoning:
         # The server split it: content is the answer; anything marker-like in it leaked.
         answer = content
-        return Split(server_reasoning, _trim(answer), "server", True, _leaks(answer),
+        return Split(_trim(server_reasoning), _trim(answer), "server", True, _leaks(answer),
                      [Segment(0, n, "answer")] if n else [])
 
     # Harmony with real special-token text.
@@ -110,6 +110,18 @@ def split_content(content: str, server_reasoning: str = "", *,
             segs.append(Segment(final.end(), end, "answer"))
             if end < n:
                 segs.append(Segment(end, n, "marker"))
+        elif pos < n and content.startswith(H_END, pos) and H_CHANNEL not in content[pos:]:
+            # llama.cpp's "none" format drops the final channel's header: "…R<|end|>A".
+            a_start = pos + len(H_END)
+            end = n
+            for stop in (H_RETURN, H_END):
+                idx = content.find(stop, a_start)
+                if idx != -1:
+                    end = min(end, idx)
+            segs += [Segment(pos, a_start, "marker"), Segment(a_start, end, "answer")]
+            if end < n:
+                segs.append(Segment(end, n, "marker"))
+            answer = content[a_start:end]
         else:
             answer = ""
             if pos < n:

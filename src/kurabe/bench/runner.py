@@ -278,12 +278,16 @@ class Shootout:
                 if record.error and not engine.alive():
                     record.error = f"engine exited: {record.error}"
                 opened = self.starts_in_reasoning.get(item.model)
-                reasoning = split_stream([(c.t_s, c.content, c.reasoning) for c in record.chunks],
-                                         starts_in_reasoning=opened).split.reasoning
-                counted = await clients[item.model].count_tokens(reasoning) if reasoning else None
+                split = split_stream([(c.t_s, c.content, c.reasoning) for c in record.chunks],
+                                     starts_in_reasoning=opened).split
+                counted = answer_counted = None
+                if split.reasoning:
+                    counted = await clients[item.model].count_tokens(split.reasoning)
+                    answer_counted = await clients[item.model].count_tokens(split.answer)
                 metrics = speed_metrics(record, starts_in_reasoning=opened,
                                         reasoning_tokens=counted,
-                                        reasoning_tokens_source="tokenizer" if counted is not None else None)
+                                        reasoning_tokens_source="tokenizer" if counted is not None else None,
+                                        answer_phase_tokens=answer_counted)
                 self.store.add_request(RequestRow(
                     seq=item.seq, model=item.model, prompt_id=item.prompt_id,
                     repeat=item.repeat, phase=item.phase,
