@@ -100,13 +100,16 @@ def test_reasoning_and_answer_phases_are_timed_apart():
     rec = record([(0.1, "<think>", ""), (0.2, "考", ""), (0.3, "え", ""), (0.4, "</think>", ""),
                   (0.5, "答", ""), (0.7, "え", ""), (0.9, "。", "")], t_done_s=1.0,
                  finish_reason="stop", usage={"completion_tokens": 7, "prompt_tokens": 1})
-    m = speed_metrics(rec, reasoning_tokens=2, reasoning_tokens_source="tokenizer")
+    m = speed_metrics(rec, reasoning_tokens=2, reasoning_tokens_source="tokenizer",
+                      answer_phase_tokens=3)
     assert m.outcome == "answered" and m.reasoning_format == "think"
     assert m.first_reasoning_s == 0.2 and m.first_answer_char_s == 0.5
     assert m.thinking_s == pytest.approx(0.4)  # 0.5 - 0.1 (first token)
     assert (m.reasoning_tokens, m.answer_tokens) == (2, 5)
     assert m.reasoning_decode_tokens_per_s == pytest.approx(1 / 0.1)  # 1 token in 0.2..0.3
-    assert m.answer_decode_tokens_per_s == pytest.approx(4 / 0.4)  # 4 tokens in 0.5..0.9
+    # the answer's own 3 tokens, streamed 0.5..0.9 (not the 5 left after reasoning, which
+    # include </think> and the end token)
+    assert m.answer_decode_tokens_per_s == pytest.approx(2 / 0.4)
     assert m.answer_chars == 3 and m.reasoning_chars == 2
 
 
