@@ -1,0 +1,92 @@
+"""`kurabe inspect` and `kurabe plan` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import gguf
+import pytest
+
+from conftest import run_kurabe
+from test_quantize import QWEN3_30B_A3B
+
+
+def test_inspect_gguf_card_matches_an_independent_reader(gemma_path):
+    card = json.loads(run_kurabe("inspect", "builtin:gemma3-270m", "--json", check=True).stdout)
+    reader = gguf.GGUFReader(gemma_path)  # gguf-py's own parser, independent of kurabe's
+    total = sum(int(t.n_elements) for t in reader.tensors)
+    assert card["params_total"] == total == card["params_active"]  # dense: all active
+    assert card["architecture"] == "gemma3" and card["n_layers"] == 18
+    # Gemma 3: every 6th layer is global attention, the rest slide over 512 tokens
+    assert card["attention_layers"] == [5, 11, 17] and len(card["swa_layers"]) == 15
+    assert card["recurrent_layers"] == [] and card["n_experts"] is None
+    assert card["context_length"] == int(reader.fields["gemma3.context_length"].contents())
+    assert card["vocab_size"] == 262144 and card["chat_template"] is False
+    assert card["file_bytes"] == gemma_path.stat().st_size
+    assert set(card) >= {"architecture", "params_total", "params_active", "n_layers",
+                         "n_experts", "n_experts_used", "attention_layers", "recurrent_layers",
+                         "swa_layers", "context_length", "vocab_size"}
+
+
+def test_inspect_moe_config_counts_active_parameters(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_30B_A3B))
+    card = json.loads(run_kurabe("inspect", str(tmp_path), "--json", check=True).stdout)
+    assert card["params_total"] == 30_532_122_624  # derivation in test_quantize.py
+    # routed experts: 48 layers * 128 experts * 3 * 2048 * 768 = 28,991,029,248 weights;
+    # 8 of 128 run per token, so 120/128 of them are idle: 27,179,089,920 fewer.
+    assert card["params_active"] == 30_532_122_624 - 27_179_089_920 == 3_353_032_704
+    assert (card["n_experts"], card["n_experts_used"]) == (128, 8)
+    assert card["expert_activation_rate"] == pytest.approx(8 / 128)
+    assert len(card["attention_layers"]) == 48
+
+
+def test_plan_ranks_quants_against_a_budget(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_30B_A3B))
+    done = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--ctx", "65536",
+                      "--cache-type-k", "q8_0", "--cache-type-v", "q8_0",
+                      "--quants", "Q3_K_M,Q4_K_M,Q5_K_M,Q8_0", "--json", check=True)
+    result = json.loads(done.stdout)
+    budget = 20 * 2**30
+    rows = result["quants"]
+    assert [r["quant"] for r in rows] == ["Q3_K_M", "Q4_K_M", "Q5_K_M", "Q8_0"]  # by file size
+    for r in rows:
+        assert r["fits"] == (r["total_bytes"] <= budget)
+        assert r["total_bytes"] == sum(r[k] for k in (
+            "model_host_bytes", "model_device_bytes", "model_repack_bytes", "kv_bytes",
+            "recurrent_bytes", "output_bytes", "compute_bytes"))
+        # KV, hand-computed: 48 layers * 65536 cells * 4 KV heads * 128 dims = 1,610,612,736
+        # elements each for K and V; q8_0 stores 32 elements in 34 bytes.
+        assert r["kv_bytes"] == 2 * 1_610_612_736 * 34 // 32
+    fitting = [r["quant"] for r in rows if r["fits"]]
+    assert fitting and result["best"] == fitting[-1]
+    assert not rows[-1]["fits"]  # 30B at Q8_0 is ~30 GiB of weights alone
+    text = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--ctx",
+                      "65536", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0",
+                      "--quants", f"{fitting[-1]},Q8_0", check=True).stdout
+    assert f"largest quant that fits 20GiB: {fitting[-1]}" in text
+    none = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--ctx",
+                      "65536", "--quants", "Q8_0", check=True).stdout
+    assert "none of Q8_0 fits 20GiB" in none
+
+
+def test_plan_json_keys_and_max_ctx(smollm2_path):
+    plan = json.loads(run_kurabe("plan", str(smollm2_path), "--ctx", "2048", "--budget", "1GiB",
+                                 "--json", check=True).stdout)
+    for key in ("model_host_bytes", "model_device_bytes", "kv_bytes", "recurrent_bytes",
+                "output_bytes", "compute_bytes", "total_bytes", "fits", "max_ctx"):
+        assert key in plan
+    # f16 KV by hand: 30 layers * 2048 cells * 3 heads * 64 dims * 2 (K, V) * 2 bytes = 45 MiB
+    assert plan["kv_bytes"] == 45 * 2**20
+    assert plan["fits"] and plan["max_ctx"] >= 2048
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["inspect", "/etc/hostname"], "not a GGUF file"),
+    (["inspect", "/nonexistent.gguf"], "/nonexistent.gguf"),
+    (["plan", "builtin:smollm2-135m", "--budget", "lots"], "--budget"),
+    (["plan", "builtin:smollm2-135m", "--quants", "Q4_K_M"], "--budget"),
+])
+def test_bad_model_input_is_one_clear_line(args, needle):
+    done = run_kurabe(*args)
+    assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
