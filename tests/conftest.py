@@ -68,9 +68,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium driven by Playwright (installed by scripts/ensure-chromium.sh)."""
+    """Debian's headless Chromium driven by Playwright (installed by scripts/ensure-chromium.sh).
+
+    Module scope: Playwright's sync API keeps an event loop running while it is open, which
+    would stop later modules' own asyncio.run calls."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

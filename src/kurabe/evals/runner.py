@@ -159,6 +159,7 @@ class QualityRound:
             self._code_checks(code_jobs)
 
     def _code_checks(self, jobs) -> None:
+        from kurabe.evals.checks import NOT_ANSWERED
         from kurabe.evals.codecheck import check_app, extract_html
 
         chromium = find_chromium()
@@ -185,6 +186,10 @@ class QualityRound:
             try:
                 for n, (a, item) in enumerate(jobs):
                     self.progress(f"code check {a['model']} · {a['item_id']}", n, len(jobs))
+                    if a["outcome"] in NOT_ANSWERED:
+                        # No answer to try (thinking_exhausted, empty, error): not a failed page.
+                        record(a, "code:skipped", None, f"{a['outcome']}: no answer to check")
+                        continue
                     kind = item.checks["html_app"]
                     html = extract_html(a["answer"])
                     if html is None:
@@ -274,7 +279,9 @@ class QualityRound:
                               temperature=0.0, seed=self.q.seed,
                               extra_body={**extra, **J.response_format(schema, client.endpoint.engine_kind)})
             record = await client.stream_chat(req)
-            if record.error and record.http_status in (400, 422):
+            if record.error and record.http_status in (400, 422) and any(
+                    word in record.error.lower()
+                    for word in ("response_format", "json_schema", "schema", "grammar")):
                 # The engine refused structured output: ask again, parse the text.
                 req.extra_body = extra
                 record = await client.stream_chat(req)

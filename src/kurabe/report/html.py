@@ -36,22 +36,17 @@ def csp(script: str) -> str:
 
 
 def _speed_charts(a: RunAnalysis) -> list[str]:
+    keys = ["decode_tokens_per_s", "chars_per_s", "ttft_s"]
+    if a.speed.any_reasoning:
+        keys += ["reasoning_decode_tokens_per_s", "answer_decode_tokens_per_s"]
     out = []
-    for key in ("decode_tokens_per_s", "chars_per_s", "ttft_s"):
+    for key in keys:
         label, unit, higher = SUMMARY_METRICS[key]
         rows = [(m, a.speed.per_model[m][key].median, a.speed.per_model[m][key].ci_low,
                  a.speed.per_model[m][key].ci_high) for m in a.speed.models]
         svg = charts.interval_bars(label, unit, rows, higher_is_better=higher)
         if svg:
             out.append(svg)
-    if a.speed.any_reasoning:
-        for key in ("reasoning_decode_tokens_per_s", "answer_decode_tokens_per_s"):
-            label, unit, higher = SUMMARY_METRICS[key]
-            rows = [(m, a.speed.per_model[m][key].median, a.speed.per_model[m][key].ci_low,
-                     a.speed.per_model[m][key].ci_high) for m in a.speed.models]
-            svg = charts.interval_bars(label, unit, rows, higher_is_better=higher)
-            if svg:
-                out.append(svg)
     prompts = list(dict.fromkeys(p["prompt_id"] for p in a.speed.per_prompt))
     values = {(p["prompt_id"], p["model"]): p["decode_tokens_per_s"] for p in a.speed.per_prompt}
     svg = charts.grouped_bars("decode tokens/s per prompt", "tokens/s", prompts, a.speed.models,
