@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	# Chromium runs the generated web apps of the code checks; without it they are skipped.
+	-bash scripts/ensure-chromium.sh
 	$(BIN)/kurabe demo
 
 test: setup
