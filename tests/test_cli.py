@@ -134,7 +134,7 @@ def test_bad_input_is_one_clear_error(tmp_path, args, needle):
     assert "Traceback" not in done.stderr
 
 
-def test_demo_report_compares_both_builtin_models(tmp_path):
+def test_demo_report_compares_both_builtin_models(tmp_path, page_watch):
     out = tmp_path / "demo"
     done = run_kurabe("demo", "--repeats", "1", "--max-tokens", "24", "--quality-max-tokens", "32",
                       "--out", str(out), check=True)
@@ -149,6 +149,18 @@ def test_demo_report_compares_both_builtin_models(tmp_path):
     assert "tiny built-in model" in report
     summary = json.loads(run_kurabe("report", str(out), "--json", check=True).stdout)
     assert summary["run_status"] == "complete"
+    # the HTML report opens offline, without console errors, every section in reading order
+    page = page_watch.page
+    page.goto((out / "report.html").as_uri())
+    sections = page.locator("section").evaluate_all("els => els.map(e => e.id)")
+    assert sections == ["headline", "setup", "cards", "loading", "speed", "quality", "answers",
+                        "code", "cutoff", "safety", "fairness", "methods"]
+    assert page.locator("#loading svg.chart rect[data-value]").count() >= 4
+    assert "Unscored rate" in page.locator("#quality").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-report.png"), full_page=True)
+    assert page_watch.errors == [] and page_watch.requests == [] and page_watch.dialogs == []
+    assert (out / "report.html").stat().st_size < 2_000_000  # small enough to email
     assert "decodes" in done.stdout or "no clear winner" in done.stdout
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "demo-report.md").write_text(report, encoding="utf-8")

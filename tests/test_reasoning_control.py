@@ -21,6 +21,9 @@ def test_settings_map_to_each_engines_fields():
     assert request_fields(None, "llama.cpp") == {}
     with pytest.raises(KurabeError, match="needs a llama.cpp engine"):
         request_fields(128, "openai")
+    assert request_fields("off", "ollama")["think"] is False
+    assert request_fields("medium", "ollama")["think"] == "medium"
+    assert request_fields("unlimited", "ollama")["think"] is True
 
 
 def test_bad_settings_in_a_config_name_the_key():

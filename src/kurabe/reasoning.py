@@ -4,7 +4,8 @@ A setting is ``off``, ``low``, ``medium``, ``high``, ``unlimited`` or a token bu
 integer). Each engine hears it its own way: chat-template switches
 (``chat_template_kwargs.enable_thinking`` for Qwen-style templates, ``reasoning_effort`` for
 gpt-oss-style ones), llama.cpp's per-request ``reasoning_budget_tokens``, and the
-OpenAI-style top-level ``reasoning_effort`` that Ollama's and vLLM's endpoints accept.
+OpenAI-style top-level ``reasoning_effort`` that vLLM's and Ollama's endpoints accept, and
+Ollama's ``think``.
 """
 
 from __future__ import annotations
@@ -67,4 +68,7 @@ def request_fields(setting: str | int | None, engine_kind: str) -> dict[str, Any
         kwargs["reasoning_effort"] = setting
         body["reasoning_effort"] = setting
     body["chat_template_kwargs"] = kwargs
+    if engine_kind == "ollama":
+        # Ollama's own switch: false/true, or an effort level for models that take one.
+        body["think"] = {"off": False, "unlimited": True}.get(setting, setting)
     return body

@@ -46,11 +46,17 @@ class ExternalEndpoint:
                 data = models.json().get("data") or []
                 if self.model_id is None and data:
                     self.model_id = data[0].get("id")
-                # llama-server answers /props with its build; others do not have it.
+                # llama-server answers /props with its build, Ollama /api/version; others
+                # have neither and are spoken to as plain OpenAI-compatible servers.
                 props = client.get(f"{root}/props")
                 if props.status_code == 200 and "build_info" in props.text:
                     self._kind = "llama.cpp"
                     self._version = str(props.json().get("build_info"))
+                else:
+                    version = client.get(f"{root}/api/version")
+                    if version.status_code == 200 and "version" in version.text:
+                        self._kind = "ollama"
+                        self._version = f"ollama {version.json().get('version')}"
         except httpx.HTTPError as exc:
             raise EngineError(f"model '{self.name}': cannot reach {self.base_url}: {exc}") from exc
         return Endpoint(base_url=self.base_url, engine_kind=self._kind,
