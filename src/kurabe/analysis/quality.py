@@ -3,7 +3,6 @@ win rates, the judge's own reliability, code checks, knowledge cutoff and safety
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import combinations

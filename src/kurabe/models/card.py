@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from kurabe import KurabeError
-from kurabe.models.gguf_header import MAGIC, GGUFHeader, SkippedArray, read_header
+from kurabe.models.gguf_header import MAGIC, SkippedArray, read_header
 from kurabe.models.layout import derive_layout
 from kurabe.thinking import has_thinking_markers
 
