@@ -60,7 +60,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from kurabe.client import ChatClient, ChatRequest, StreamRecord
-from kurabe.engines import Endpoint
+from kurabe.backends.base import Endpoint
 
 HOST = "127.0.0.1"
 SERVER_LIFETIME_CAP_S = 600.0  # the server exits after this, whatever happens

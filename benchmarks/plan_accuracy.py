@@ -12,11 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kurabe.engines.llamacpp import LlamaCppServer
-from kurabe.engines.loadlog import parse_load_log_file
-from kurabe.models.builtin import builtin_path
-from kurabe.models.gguf_header import read_header
-from kurabe.models.plan import plan_memory
+from kurabe.backends.llamacpp import LlamaCppServer
+from kurabe.simulator.loadlog import parse_load_log_file
+from kurabe.modelfiles.builtin import builtin_path
+from kurabe.modelfiles.gguf_header import read_header
+from kurabe.simulator.memory import plan_memory
 
 SETTINGS = [  # (builtin, ctx, cache K, cache V, parallel, flash attention)
     ("smollm2-135m", 4096, "f16", "f16", 1, "auto"),

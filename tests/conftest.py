@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kurabe.engines.llamacpp import LlamaCppServer
-from kurabe.models.builtin import builtin_model, builtin_path
+from kurabe.backends.llamacpp import LlamaCppServer
+from kurabe.modelfiles.builtin import builtin_model, builtin_path
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -4,7 +4,7 @@ import asyncio
 import json
 
 from kurabe.client import ChatClient, ChatRequest
-from kurabe.engines import Endpoint
+from kurabe.backends.base import Endpoint
 
 
 def sse_body(texts):

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from kurabe.client import ChatClient, ChatRequest
-from kurabe.engines import EngineError
-from kurabe.engines.external import ExternalEndpoint
-from kurabe.engines.llamacpp import LlamaCppServer
+from kurabe.backends.base import EngineError
+from kurabe.backends.openai import ExternalEndpoint
+from kurabe.backends.llamacpp import LlamaCppServer
 from kurabe.metrics import speed_metrics
 
 pytestmark = pytest.mark.engine
@@ -102,7 +102,7 @@ def test_llama_server_found_on_path_is_used_and_its_version_recorded(smollm2_pat
     bindir = tmp_path / "bin"
     bindir.mkdir()
     prog = bindir / "llama-server"
-    prog.write_text(f"#!/bin/sh\nexec {sys.executable} -m kurabe.engines.xllamacpp_server \"$@\"\n")
+    prog.write_text(f"#!/bin/sh\nexec {sys.executable} -m kurabe.backends.xllamacpp_server \"$@\"\n")
     prog.chmod(prog.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     server = LlamaCppServer("s", smollm2_path, server="llama-server", ctx=512,

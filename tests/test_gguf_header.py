@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kurabe.models.gguf_header import (
+from kurabe.modelfiles.gguf_header import (
     KEEP_ARRAY_ITEMS,
     GGUFError,
     GGUFHeader,

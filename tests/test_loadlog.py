@@ -18,8 +18,8 @@ import gguf
 import httpx
 import pytest
 
-from kurabe.engines.llamacpp import LlamaCppServer
-from kurabe.engines.loadlog import (
+from kurabe.backends.llamacpp import LlamaCppServer
+from kurabe.simulator.loadlog import (
     MIB,
     ObservedBuffers,
     mib_to_bytes,
@@ -27,8 +27,8 @@ from kurabe.engines.loadlog import (
     parse_load_log_file,
     parse_load_logs,
 )
-from kurabe.models.builtin import builtin_path
-from kurabe.models.gguf_header import read_header
+from kurabe.modelfiles.builtin import builtin_path
+from kurabe.modelfiles.gguf_header import read_header
 
 import tiny_models as tm  # tests/ is on sys.path (pytest's rootdir-relative import)
 

@@ -7,7 +7,7 @@ Three kinds of checks:
   KV / recurrent / weight sizes are worked out by hand in the test;
 * real loads: a llama.cpp server from the xllamacpp wheel is started (once per setting,
   stopped straight after loading), its ``-lv 4`` log is parsed with
-  :mod:`kurabe.engines.loadlog`, and the plan must match every buffer: weights, KV, recurrent
+  :mod:`kurabe.simulator.loadlog`, and the plan must match every buffer: weights, KV, recurrent
   state and output within max(0.1 %, 0.005 MiB) - the log prints MiB with two decimals, so a
   figure is only known to within half its 0.01 MiB step - and the compute buffer within 15 %.
 """
@@ -22,12 +22,12 @@ from pathlib import Path
 import gguf
 import pytest
 
-from kurabe.engines.llamacpp import LlamaCppServer
-from kurabe.engines.loadlog import MIB, ObservedBuffers, parse_load_log_file
-from kurabe.models.builtin import builtin_path
-from kurabe.models.gguf_header import read_header
-from kurabe.models.layout import FULL, NONE, RECURRENT, SWA, derive_layout
-from kurabe.models.plan import MemoryPlan, PlanError, plan_memory, row_bytes, tensor_bytes
+from kurabe.backends.llamacpp import LlamaCppServer
+from kurabe.simulator.loadlog import MIB, ObservedBuffers, parse_load_log_file
+from kurabe.modelfiles.builtin import builtin_path
+from kurabe.modelfiles.gguf_header import read_header
+from kurabe.simulator.layout import FULL, NONE, RECURRENT, SWA, derive_layout
+from kurabe.simulator.memory import MemoryPlan, PlanError, plan_memory, row_bytes, tensor_bytes
 
 import tiny_models as tm  # tests/ is on sys.path
 

@@ -19,9 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from kurabe.models.gguf_header import SkippedArray, TensorInfo
-from kurabe.models.hf_config import HFConfigError, read_hf_config
-from kurabe.models.quantize import (
+from kurabe.modelfiles.gguf_header import SkippedArray, TensorInfo
+from kurabe.modelfiles.hf_config import HFConfigError, read_hf_config
+from kurabe.simulator.quantize import (
     QUANT_TYPES,
     QuantizeError,
     file_order,

@@ -1,4 +1,4 @@
-from kurabe.bench.schedule import build_schedule
+from kurabe.phases.schedule import build_schedule
 
 
 def test_schedule_warms_up_then_alternates_model_order():

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import run_kurabe
 from kurabe.client import ChatClient, ChatRequest
-from kurabe.engines.llamacpp import LlamaCppServer
+from kurabe.backends.llamacpp import LlamaCppServer
 from kurabe.metrics import speed_metrics
 from kurabe.reasoning import request_fields
 from kurabe.thinking import outcome, split_content, template_opens_thinking

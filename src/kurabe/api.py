@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kurabe import KurabeError
 from kurabe.analysis.run import RunAnalysis
-from kurabe.bench.runner import ProgressHook, Shootout
+from kurabe.phases.speed import ProgressHook, Shootout
 from kurabe.config import (EngineConfig, ModelConfig, QualityConfig, RunConfig, ShootoutConfig,
                            parse_config)
 from kurabe.report import render_run

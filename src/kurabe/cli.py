@@ -187,7 +187,7 @@ def models(
     config: Annotated[Optional[Path], typer.Argument(help="also list the models of this TOML")] = None,
 ) -> None:
     """List the built-in models (and those a config names)."""
-    from kurabe.models.builtin import BUILTIN_MODELS, is_installed
+    from kurabe.modelfiles.builtin import BUILTIN_MODELS, is_installed
 
     table = Table()
     for col in ("name", "source", "description", "status"):
@@ -265,7 +265,7 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="print the card as JSON")] = False,
 ) -> None:
     """The model card: architecture, parameters, experts, layer layout, quant mix, lineage."""
-    from kurabe.models.card import card_text, load_model_header, model_card
+    from kurabe.modelfiles.card import card_text, load_model_header, model_card
 
     try:
         header, kind = load_model_header(model)
@@ -300,7 +300,7 @@ def plan(
 ) -> None:
     """Predict llama.cpp's memory for a model: weights, KV, recurrent state, compute; the
     largest context that fits a budget; which quant fits."""
-    from kurabe.models.planning import plan_model, rank_quants
+    from kurabe.simulator.budget import plan_model, rank_quants
 
     settings = dict(ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                     parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from kurabe.engines import Endpoint
+from kurabe.backends.base import Endpoint
 
 
 @dataclass

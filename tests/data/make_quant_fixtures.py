@@ -20,7 +20,7 @@ What it does:
      embeddings, qwen3moe, gemma3, qwen3next, qwen35moe); their tensor lists are recorded
      explicitly.
    * ``hf:*`` models are synthesized from a small Hugging Face ``config.json`` by
-     ``kurabe.models.hf_config`` (llama with 80 layers, qwen2, qwen3, qwen3moe, gemma3 with
+     ``kurabe.modelfiles.hf_config`` (llama with 80 layers, qwen2, qwen3, qwen3moe, gemma3 with
      ``text_config`` nesting, gpt-oss, qwen3next, qwen35, qwen35moe), written as F16, and must
      load in llama.cpp (``llama-bench`` runs one prompt and one generated token on it): this
      checks the synthesized GGUF names, shapes and metadata against llama.cpp's own loader.
@@ -28,7 +28,7 @@ What it does:
      list and checks the digest.
 
 2. Quantizes every model with the real ``llama-quantize`` to every mix in
-   ``kurabe.models.quantize.QUANT_TYPES`` (the 80-layer model: the mixes its size class
+   ``kurabe.simulator.quantize.QUANT_TYPES`` (the 80-layer model: the mixes its size class
    changes) and records, per output file: the GGML type of each tensor (one character per
    tensor, see ``type_codes``, in the output file's tensor order), and the exact file size;
    per model, a digest of the output files' tensor order (the same for every mix). The
@@ -65,9 +65,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import tiny_models  # noqa: E402
 
-from kurabe.models.gguf_header import SkippedArray, read_header  # noqa: E402
-from kurabe.models.hf_config import read_hf_config  # noqa: E402
-from kurabe.models.quantize import QUANT_TYPES, ggml_type  # noqa: E402
+from kurabe.modelfiles.gguf_header import SkippedArray, read_header  # noqa: E402
+from kurabe.modelfiles.hf_config import read_hf_config  # noqa: E402
+from kurabe.simulator.quantize import QUANT_TYPES, ggml_type  # noqa: E402
 
 OUT = HERE / "quant_ground_truth.json"
 
@@ -420,7 +420,7 @@ def main() -> None:
                           for t in synth.tensors]
             if tensors != synth_list:
                 raise SystemExit(f"{name}: written tensors differ from the synthesized list")
-            entry = {"name": name, "source": "kurabe.models.hf_config", "arch": h.architecture,
+            entry = {"name": name, "source": "kurabe.modelfiles.hf_config", "arch": h.architecture,
                      "hf_config": config, "metadata": scalar_metadata(h.metadata),
                      "header_bytes": h.header_bytes, "input_file_bytes": h.file_bytes,
                      "n_tensors": len(tensors), "tensor_digest": tensor_digest(tensors),

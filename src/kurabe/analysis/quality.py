@@ -82,7 +82,7 @@ def analyse_quality(store: Store, config: dict[str, Any], items: dict[str, Any])
     for m in [*config["models"], *config.get("judges", [])]:
         if m["name"] == judge:
             judge_source = m["source"]
-    from kurabe.evals.runner import DETERMINISTIC_CATEGORIES
+    from kurabe.phases.quality import DETERMINISTIC_CATEGORIES
 
     # Categories the judge grades (cutoff and safety are scored by rules, in their own tables).
     categories = list(dict.fromkeys(items[a["item_id"]].category for a in answers

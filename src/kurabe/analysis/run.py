@@ -72,7 +72,7 @@ def analyse_run(store: Store) -> RunAnalysis:
     blank = dict.fromkeys(("file_path", "file_bytes", "file_sha256", "quant", "architecture",
                            "engine_kind", "engine_version", "engine_log", "settings_json"))
     models = [{**blank, **m, **stored.get(m["name"], {})} for m in config["models"]]
-    from kurabe.bench.runner import prompts_of
+    from kurabe.phases.speed import prompts_of
     from kurabe.config import ShootoutConfig
 
     cfg = ShootoutConfig.model_validate(config)
@@ -86,7 +86,7 @@ def analyse_run(store: Store) -> RunAnalysis:
     prompt_list = [p.model_dump() for p in prompts]
     if cfg.quality is not None:
         from kurabe.analysis.quality import analyse_quality
-        from kurabe.evals.runner import quality_items
+        from kurabe.phases.quality import quality_items
 
         items = {i.id: i for i in quality_items(cfg)}
         quality = analyse_quality(store, config, items)
@@ -140,7 +140,7 @@ LOADING_ROWS = (  # (label, planned keys, observed key)
 def _budget(text: str | None) -> int | None:
     if not text:
         return None
-    from kurabe.models.planning import parse_size
+    from kurabe.simulator.budget import parse_size
 
     return parse_size(text, "run.memory_budget")
 
@@ -151,7 +151,7 @@ def _cards(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _loading(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Predicted beside observed buffers, per model, with the error of the prediction."""
-    from kurabe.engines.loadlog import ObservedBuffers
+    from kurabe.simulator.loadlog import ObservedBuffers
 
     out = []
     for m in models:

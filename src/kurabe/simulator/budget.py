@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from kurabe import KurabeError
-from kurabe.models.card import load_model_header, quantized_view
-from kurabe.models.plan import plan_memory
+from kurabe.modelfiles.card import load_model_header, quantized_view
+from kurabe.simulator.memory import plan_memory
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
           "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,

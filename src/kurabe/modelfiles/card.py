@@ -2,7 +2,7 @@
 
 Everything the card shows comes from the file (never from the model's name): parameters
 counted from the tensor list, experts and the layer layout from the metadata via
-``kurabe.models.layout``, the quant mix from the tensor types.
+``kurabe.simulator.layout``, the quant mix from the tensor types.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from kurabe import KurabeError
-from kurabe.models.gguf_header import MAGIC, SkippedArray, read_header
-from kurabe.models.layout import derive_layout
+from kurabe.modelfiles.gguf_header import MAGIC, SkippedArray, read_header
+from kurabe.simulator.layout import derive_layout
 from kurabe.thinking import has_thinking_markers
 
 
@@ -23,13 +23,13 @@ def load_model_header(spec: str | Path):
     """A GGUF file (header only), a config.json or a folder holding one, or builtin:NAME."""
     text = str(spec)
     if text.startswith("builtin:"):
-        from kurabe.models.builtin import builtin_path
+        from kurabe.modelfiles.builtin import builtin_path
 
         return read_header(builtin_path(text)), "gguf"
     path = Path(text).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
-            from kurabe.models.hf_config import read_hf_config
+            from kurabe.modelfiles.hf_config import read_hf_config
 
             return read_hf_config(path), "hf-config"
         ggufs = sorted(path.glob("*.gguf"))
@@ -43,7 +43,7 @@ def load_model_header(spec: str | Path):
     if magic == MAGIC:
         return read_header(path), "gguf"
     if path.suffix == ".json":
-        from kurabe.models.hf_config import read_hf_config
+        from kurabe.modelfiles.hf_config import read_hf_config
 
         return read_hf_config(path), "hf-config"
     return read_header(path), "gguf"  # gives the one-line "not a GGUF file" error
@@ -61,7 +61,7 @@ def _type_name(ggml_type: int | str) -> str:
 
 
 def _tensor_bytes(shape, ggml_type) -> int:
-    from kurabe.models.plan import tensor_bytes
+    from kurabe.simulator.memory import tensor_bytes
 
     return tensor_bytes(shape, ggml_type)
 
@@ -184,8 +184,8 @@ def model_card(header, source: str, source_kind: str) -> ModelCard:
 
 def quantized_view(header, ftype: str):
     """The header llama-quantize would write for ``ftype`` (types per tensor), for planning."""
-    from kurabe.models.gguf_header import TensorInfo
-    from kurabe.models.quantize import predict_quant
+    from kurabe.modelfiles.gguf_header import TensorInfo
+    from kurabe.simulator.quantize import predict_quant
 
     prediction = predict_quant(header, ftype)
     tensors = [TensorInfo(t.name, tuple(t.shape), t.type, 0) for t in prediction.tensors]

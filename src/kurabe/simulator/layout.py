@@ -3,7 +3,7 @@
 llama.cpp decides from ``{arch}.*`` keys (plus a few per-architecture rules) which layers hold
 a full-context KV cache, which a sliding-window one, which a fixed-size recurrent state, and
 how wide each layer's K and V rows are. :func:`derive_layout` reproduces those decisions from
-the metadata dict of :func:`kurabe.models.gguf_header.read_header` so a memory plan needs only
+the metadata dict of :func:`kurabe.modelfiles.gguf_header.read_header` so a memory plan needs only
 the file header.
 
 Units are in the field names: ``*_tokens`` are token counts, ``*_floats`` numbers of float32
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kurabe.models.gguf_header import SkippedArray
+from kurabe.modelfiles.gguf_header import SkippedArray
 
 FULL = "full"
 SWA = "swa"

@@ -3,9 +3,9 @@
 ``read_hf_config(path)`` reads ``config.json`` (a file, or a folder holding one) and
 synthesizes what llama.cpp's converter (``convert_hf_to_gguf.py``) would write at F16/BF16:
 the ``{arch}.*`` metadata keys and the tensor list with GGUF names and shapes (GGML order,
-``ne[0]`` first). The result looks like a :class:`~kurabe.models.gguf_header.GGUFHeader`
+``ne[0]`` first). The result looks like a :class:`~kurabe.modelfiles.gguf_header.GGUFHeader`
 (``.metadata``, ``.tensors``, ``.header_bytes``, ``.file_bytes``), so
-:func:`kurabe.models.quantize.predict_quant` and the rest of kurabe can use it before anything
+:func:`kurabe.simulator.quantize.predict_quant` and the rest of kurabe can use it before anything
 is downloaded.
 
 Also read when present in the same folder:
@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from kurabe import KurabeError
-from kurabe.models.gguf_header import SkippedArray, TensorInfo
-from kurabe.models.quantize import (
+from kurabe.modelfiles.gguf_header import SkippedArray, TensorInfo
+from kurabe.simulator.quantize import (
     GGUF_DEFAULT_ALIGNMENT,
     ggml_type,
     kv_bytes,

@@ -6,7 +6,7 @@ import os
 
 import httpx
 
-from kurabe.engines import Endpoint, EngineError, EngineInfo
+from kurabe.backends.base import Endpoint, EngineError, EngineInfo
 
 
 class ExternalEndpoint:

@@ -2,7 +2,7 @@
 
 It accepts the subset of ``llama-server`` flags that kurabe passes, so a managed engine
 builds one argument list whichever server it starts. Run as
-``python -m kurabe.engines.xllamacpp_server -m model.gguf --port 8080 ...``.
+``python -m kurabe.backends.xllamacpp_server -m model.gguf --port 8080 ...``.
 A flag it does not know is an error, never silently dropped.
 """
 

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Callable
 
 from kurabe import KurabeError, __version__
-from kurabe.bench.prompts import load_prompt_set
-from kurabe.bench.schedule import Scheduled, build_schedule
+from kurabe.phases.prompts import load_prompt_set
+from kurabe.phases.schedule import Scheduled, build_schedule
 from kurabe.client import ChatClient, ChatRequest
 from kurabe.config import ModelConfig, PromptConfig, ShootoutConfig
 from kurabe.reasoning import request_fields
-from kurabe.engines import Endpoint, Engine, EngineError, build_engine
+from kurabe.backends.base import Endpoint, Engine, EngineError, build_engine
 from kurabe.machine import machine_info
 from kurabe.metrics import speed_metrics
-from kurabe.models.resolve import ResolvedModel, resolve_model
+from kurabe.modelfiles.resolve import ResolvedModel, resolve_model
 from kurabe.store import RequestRow, Store
 from kurabe.thinking import split_stream, template_opens_thinking
 
@@ -71,9 +71,9 @@ def _card_and_plan(model: ModelConfig, resolved: ResolvedModel, engine: Engine
                    ) -> tuple[str | None, str | None]:
     """The model card and the memory plan for the settings this engine was started with.
     A model the planner cannot handle still runs: the plan records why it is missing."""
-    from kurabe.models.card import model_card
-    from kurabe.models.gguf_header import read_header
-    from kurabe.models.plan import plan_memory
+    from kurabe.modelfiles.card import model_card
+    from kurabe.modelfiles.gguf_header import read_header
+    from kurabe.simulator.memory import plan_memory
 
     header = read_header(resolved.file_path)
     card = json.dumps(model_card(header, model.source, "gguf").to_dict(), ensure_ascii=False)
@@ -197,7 +197,7 @@ class Shootout:
     def _quality(self):
         if self.config.quality is None:
             return None
-        from kurabe.evals.runner import QualityRound
+        from kurabe.phases.quality import QualityRound
 
         return QualityRound(self.config, self.store, self.progress)
 
@@ -242,7 +242,7 @@ class Shootout:
         if resolved.file_path is not None:
             card_json, plan_json = _card_and_plan(model, resolved, engine)
         if info.log_path:
-            from kurabe.engines.loadlog import parse_load_log_file
+            from kurabe.simulator.loadlog import parse_load_log_file
 
             observed = parse_load_log_file(info.log_path)
             if not observed.empty:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kurabe import KurabeError
-from kurabe.models.builtin import _cache_dir, builtin_model, builtin_path
-from kurabe.models.gguf_header import GGUFError, read_header
+from kurabe.modelfiles.builtin import _cache_dir, builtin_model, builtin_path
+from kurabe.modelfiles.gguf_header import GGUFError, read_header
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from kurabe.engines import Endpoint, EngineError, EngineInfo
+from kurabe.backends.base import Endpoint, EngineError, EngineInfo
 
 XLLAMACPP = "xllamacpp"
 # -lv 4 is the verbosity at which llama.cpp logs its buffer sizes (model, KV, compute).
@@ -29,7 +29,7 @@ def free_port() -> int:
 def server_command(server: str) -> list[str]:
     """The program to run for ``server``: the xllamacpp wheel, a name on PATH, or a path."""
     if server == XLLAMACPP:
-        return [sys.executable, "-m", "kurabe.engines.xllamacpp_server"]
+        return [sys.executable, "-m", "kurabe.backends.xllamacpp_server"]
     if os.sep in server or server.startswith("."):
         path = Path(server).expanduser()
         if not path.is_file() or not os.access(path, os.X_OK):

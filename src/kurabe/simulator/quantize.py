@@ -1,8 +1,8 @@
 """Predict what llama-quantize makes of a model before anyone downloads or quantizes it.
 
 ``predict_quant(header, "Q4_K_M")`` takes anything shaped like a GGUF header (the
-:class:`~kurabe.models.gguf_header.GGUFHeader` of an F16/BF16 GGUF, or the synthesized view
-of a Hugging Face ``config.json`` from :mod:`kurabe.models.hf_config`) and returns, per
+:class:`~kurabe.modelfiles.gguf_header.GGUFHeader` of an F16/BF16 GGUF, or the synthesized view
+of a Hugging Face ``config.json`` from :mod:`kurabe.modelfiles.hf_config`) and returns, per
 tensor, the GGML type llama-quantize would choose, the bytes per type (the "quant mix") and
 the size of the output file.
 
@@ -40,7 +40,7 @@ File size: the header of the output is the input's header (same keys and tensor 
 llama-quantize only sets ``general.quantization_version`` and ``general.file_type``, and
 writes a shape without its trailing dimensions of 1), padded to the alignment, then every
 tensor's data padded to 32 bytes. From a real GGUF header this is exact; for a synthesized
-header the header length is an estimate (see :mod:`kurabe.models.hf_config`), the tensor
+header the header length is an estimate (see :mod:`kurabe.modelfiles.hf_config`), the tensor
 data is exact.
 """
 
@@ -475,7 +475,7 @@ def _string_bytes(s: str) -> int:
 def value_bytes(value: Any) -> int:
     """Serialized size of a metadata value as the converter types it (int: u32 unless it
     needs 64 bits, float: f32, bool: 1 byte), without the key and type tag."""
-    from kurabe.models.gguf_header import SkippedArray  # local: avoid an import cycle
+    from kurabe.modelfiles.gguf_header import SkippedArray  # local: avoid an import cycle
 
     if isinstance(value, SkippedArray):
         item = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}

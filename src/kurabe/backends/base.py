@@ -59,8 +59,8 @@ def build_engine(model, resolved, log_dir) -> Engine:
     """The engine for one configured model (``kurabe.config.ModelConfig``)."""
     from pathlib import Path
 
-    from kurabe.engines.external import ExternalEndpoint
-    from kurabe.engines.llamacpp import LlamaCppServer
+    from kurabe.backends.openai import ExternalEndpoint
+    from kurabe.backends.llamacpp import LlamaCppServer
 
     eng = model.engine
     if model.kind == "endpoint":

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import gguf
 
 from kurabe import KurabeError
-from kurabe.models.layout import (FULL, GATED_DELTA_NET, RECURRENT, SWA, LayerLayout,
+from kurabe.simulator.layout import (FULL, GATED_DELTA_NET, RECURRENT, SWA, LayerLayout,
                                   ModelLayout, derive_layout)
 
 QT = gguf.GGMLQuantizationType
@@ -1059,7 +1059,7 @@ def plan_memory(
 ) -> MemoryPlan:
     """Predict what llama-server allocates to serve ``header_like`` (anything with
     ``.metadata`` and ``.tensors`` of ``name``/``shape``/``ggml_type``, e.g. a
-    :class:`~kurabe.models.gguf_header.GGUFHeader`).
+    :class:`~kurabe.modelfiles.gguf_header.GGUFHeader`).
 
     Settings mirror llama-server flags: ``ctx`` (-c; 0 = training context), ``cache_type_k/v``
     (-ctk/-ctv), ``parallel`` (-np), ``ngl`` (-ngl; None or -1 = every layer, 0 = none),

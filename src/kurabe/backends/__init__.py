@@ -1,0 +1,1 @@
+"""Backends: the servers kurabe talks to."""
