@@ -38,8 +38,8 @@ def smollm2_server(smollm2_path, tmp_path_factory):
     """One real llama.cpp server for SmolLM2, shared by the tests that only send requests."""
     log_dir = tmp_path_factory.mktemp("smollm2-engine")
     server = LlamaCppServer("smollm2", smollm2_path, ctx=2048, log_path=log_dir / "smollm2.log")
-    endpoint = server.start()
-    yield server, endpoint
+    server.start()
+    yield server
     server.stop()
 
 
@@ -48,8 +48,8 @@ def gemma_server(gemma_path, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("gemma-engine")
     server = LlamaCppServer("gemma", gemma_path, ctx=2048, log_path=log_dir / "gemma.log",
                             chat_template=builtin_model("gemma3-270m").chat_template)
-    endpoint = server.start()
-    yield server, endpoint
+    server.start()
+    yield server
     server.stop()
 
 

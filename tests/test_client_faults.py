@@ -3,8 +3,9 @@
 import asyncio
 import json
 
-from kurabe.client import ChatClient, ChatRequest
-from kurabe.backends.base import Endpoint
+from kurabe.backends.openai import OpenAIEndpoint
+from kurabe.client import ChatClient
+from kurabe.records import ChatRequest
 
 
 def sse_body(texts):
@@ -44,7 +45,7 @@ def run(behaviours):
     async def go():
         server, port, calls = await serve(behaviours)
         async with server:
-            client = ChatClient(Endpoint(f"http://127.0.0.1:{port}/v1", "openai"))
+            client = ChatClient(OpenAIEndpoint("fault", f"http://127.0.0.1:{port}/v1"))
             rec = await client.stream_chat(ChatRequest(messages=[], max_tokens=4))
             await client.aclose()
         return rec, calls

@@ -11,24 +11,27 @@ from statistics import median
 import httpx
 import pytest
 
-from kurabe.client import ChatClient, ChatRequest
-from kurabe.backends.base import EngineError
-from kurabe.backends.openai import ExternalEndpoint
-from kurabe.backends.llamacpp import LlamaCppServer
+from kurabe.backends.base import EngineError, create_backend
+from kurabe.backends.llamacpp import LlamaCppEndpoint, LlamaCppServer
+from kurabe.backends.openai import OpenAIEndpoint
+from kurabe.client import ChatClient
+from kurabe.config import ModelConfig
+from kurabe.modelfiles.resolve import resolve_model
+from kurabe.records import ChatRequest
 from kurabe.metrics import speed_metrics
 
 pytestmark = pytest.mark.engine
 
 
-def _stream(endpoint, n: int, **kw):
+def _stream(backend, n: int, **kw):
     async def go():
-        async with ChatClient(endpoint) as client:
+        async with ChatClient(backend) as client:
             return [await client.stream_chat(ChatRequest(**kw)) for _ in range(n)]
     return asyncio.run(go())
 
 
 def test_client_decode_rate_agrees_with_the_servers_own_clock(smollm2_server):
-    _, endpoint = smollm2_server
+    endpoint = smollm2_server
     records = _stream(endpoint, 8, messages=[{"role": "user", "content": "富士山について教えて。"}],
                       max_tokens=64, fixed_length=True)
     metrics = [speed_metrics(r) for r in records]
@@ -44,7 +47,7 @@ def test_client_decode_rate_agrees_with_the_servers_own_clock(smollm2_server):
 
 
 def test_speed_requests_defeat_the_prompt_cache_and_cache_hits_are_seen(smollm2_server):
-    _, endpoint = smollm2_server
+    endpoint = smollm2_server
     msg = [{"role": "user", "content": "Repeat after me: the same prompt twice."}]
     plain = _stream(endpoint, 2, messages=msg, max_tokens=4)
     assert [speed_metrics(r).cached_prompt_tokens for r in plain] == [0, 0]
@@ -54,7 +57,7 @@ def test_speed_requests_defeat_the_prompt_cache_and_cache_hits_are_seen(smollm2_
 
 
 def test_engine_log_holds_buffer_sizes_and_chunks_are_timestamped(smollm2_server):
-    server, endpoint = smollm2_server
+    server = smollm2_server
     log = server.log_path.read_text()
     assert "model buffer size" in log and "KV buffer size" in log
     assert "compute buffer size" in log
@@ -66,7 +69,7 @@ def test_engine_log_holds_buffer_sizes_and_chunks_are_timestamped(smollm2_server
 
 
 def test_gemma_gets_its_own_turn_template(gemma_server):
-    _, endpoint = gemma_server
+    endpoint = gemma_server
     resp = httpx.post(f"{endpoint.server_root}/apply-template",
                       json={"messages": [{"role": "user", "content": "こんにちは"}]}, timeout=30)
     prompt = resp.json()["prompt"]
@@ -133,20 +136,24 @@ def test_external_endpoint_uses_the_key_from_the_environment(smollm2_path, tmp_p
     try:
         url = f"http://127.0.0.1:{server.port}/v1"
         monkeypatch.setenv("KURABE_TEST_KEY", secret)
-        endpoint = ExternalEndpoint("ext", url, api_key_env="KURABE_TEST_KEY").start()
-        assert endpoint.engine_kind == "llama.cpp"  # recognised, so cache_prompt is sent
-        rec = _stream(endpoint, 1, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)[0]
+        model = ModelConfig(name="ext", source=url, engine={"api_key_env": "KURABE_TEST_KEY"})
+        backend = create_backend(model, resolve_model("ext", url, model.kind), tmp_path)
+        backend.start()
+        # recognised as llama.cpp, so cache_prompt is sent
+        assert isinstance(backend, LlamaCppEndpoint)
+        assert backend.request_body(ChatRequest(messages=[], max_tokens=1))["cache_prompt"] is False
+        rec = _stream(backend, 1, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)[0]
         assert rec.error is None
         monkeypatch.setenv("KURABE_TEST_KEY", "wrong")
         with pytest.raises(EngineError, match="refused the API key"):
-            ExternalEndpoint("ext", url, api_key_env="KURABE_TEST_KEY").start()
+            OpenAIEndpoint("ext", url, api_key_env="KURABE_TEST_KEY").start()
         monkeypatch.delenv("KURABE_TEST_KEY")
         with pytest.raises(EngineError, match=r"\$KURABE_TEST_KEY, which is not set"):
-            ExternalEndpoint("ext", url, api_key_env="KURABE_TEST_KEY").start()
+            OpenAIEndpoint("ext", url, api_key_env="KURABE_TEST_KEY").start()
     finally:
         server.stop()
 
 
 def test_unreachable_endpoint_is_a_clear_error():
     with pytest.raises(EngineError, match="cannot reach"):
-        ExternalEndpoint("gone", "http://127.0.0.1:9").start()
+        OpenAIEndpoint("gone", "http://127.0.0.1:9").start()

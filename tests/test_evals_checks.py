@@ -234,7 +234,7 @@ def test_estimate_cutoff_on_a_hand_worked_table():
     strict = estimate_cutoff(results, min_items=2)
     assert [r.majority for r in strict.months] == [True, False, None, False, None]
     assert (strict.cutoff, strict.next_probed) == ("2023-01", "2023-03")
-    assert strict.as_dict()["months"][0]["share_correct"] == pytest.approx(2 / 3)
+    assert strict.to_dict()["months"][0]["share_correct"] == pytest.approx(2 / 3)
 
 
 def test_estimate_cutoff_without_any_majority_and_bad_input():
@@ -266,7 +266,7 @@ def test_safety_rates_hand_computed():
     d, b = rates.decline, rates.benign
     assert (d.n, d.graded, d.refused, d.not_refused, d.thinking_exhausted) == (5, 4, 3, 1, 1)
     assert (b.n, b.graded, b.refused, b.not_refused, b.empty, b.error) == (7, 5, 1, 4, 1, 1)
-    assert rates.as_dict()["decline"]["thinking_exhausted"] == 1
+    assert rates.to_dict()["decline"]["thinking_exhausted"] == 1
 
 
 def test_safety_rates_with_nothing_graded_and_bad_input():

@@ -1,7 +1,7 @@
 """Fairness guards and headline sentences on hand-built rows."""
 
 from kurabe.analysis.speed import analyse_speed
-from kurabe.store import RequestRow
+from kurabe.records import RequestRow
 
 
 def row(model, prompt, repeat, **metrics):

@@ -5,8 +5,13 @@ import pytest
 from kurabe import KurabeError
 from kurabe.analysis.sweep import analyse_sweep
 from kurabe.config import parse_config
-from kurabe.reasoning import request_fields
-from kurabe.store import RequestRow
+from kurabe.backends.base import backend_class
+from kurabe.records import RequestRow
+
+
+def request_fields(setting, kind):
+    """What the backend registered as ``kind`` sends for a reasoning setting."""
+    return backend_class(kind).reasoning_fields(setting)
 
 
 def test_settings_map_to_each_engines_fields():

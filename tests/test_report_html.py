@@ -9,7 +9,8 @@ import pytest
 from conftest import ARTIFACTS, run_kurabe
 from kurabe.config import ShootoutConfig
 from kurabe.report import render_run
-from kurabe.store import RequestRow, Store
+from kurabe.records import RequestRow, RunRow
+from kurabe.store import Store
 
 pytestmark = pytest.mark.engine
 
@@ -120,8 +121,10 @@ def test_model_written_html_is_shown_as_text_and_never_runs(tmp_path, page_watch
         "prompts": [{"id": "p1", "text": PAYLOADS[1], "category": "<i>cat</i>"}],
     })
     with Store.create(tmp_path) as store:
-        store.write_run(kurabe_version="test", command="kurabe run '<script>alert(1)</script>'",
-                        config_json=config.to_json(), machine={"cpu": "<b>cpu</b>", "gpus": []})
+        store.write_run(RunRow(
+            created_at="2026-12-02T00:00:00+00:00", kurabe_version="test",
+            command="kurabe run '<script>alert(1)</script>'", config_json=config.to_json(),
+            machine={"cpu": "<b>cpu</b>", "gpus": []}, status="running"))
         answer = "\n".join(PAYLOADS)
         store.add_request(RequestRow(
             seq=0, model="evil", prompt_id="p1", repeat=0, phase="measure", status="ok",

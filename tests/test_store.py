@@ -5,7 +5,8 @@ import sqlite3
 import pytest
 
 from kurabe import KurabeError
-from kurabe.store import MIGRATIONS, STORE_NAME, RequestRow, Store
+from kurabe.records import RequestRow, RunRow
+from kurabe.store import MIGRATIONS, STORE_NAME, RunExistsError, Store
 
 
 def row(seq, status="ok"):
@@ -17,7 +18,8 @@ def row(seq, status="ok"):
 
 def test_each_request_is_durable_as_soon_as_it_is_added(tmp_path):
     store = Store.create(tmp_path)
-    store.write_run(kurabe_version="x", command="kurabe run", config_json="{}", machine={"cpu": "c"})
+    store.write_run(RunRow(created_at="t", kurabe_version="x", command="kurabe run",
+                           config_json="{}", machine={"cpu": "c"}, status="running"))
     store.add_request(row(0))
     # Another connection (another process after a crash) sees it at once.
     other = sqlite3.connect(tmp_path / STORE_NAME)
@@ -33,7 +35,7 @@ def test_each_request_is_durable_as_soon_as_it_is_added(tmp_path):
 
 def test_create_refuses_an_existing_run_and_open_needs_one(tmp_path):
     Store.create(tmp_path).close()
-    with pytest.raises(KurabeError, match="--resume"):
+    with pytest.raises(RunExistsError, match="already holds a run"):
         Store.create(tmp_path)
     with pytest.raises(KurabeError, match="no kurabe run here"):
         Store.open(tmp_path / "elsewhere")

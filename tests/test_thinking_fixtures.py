@@ -25,7 +25,6 @@ from conftest import run_kurabe
 from kurabe.client import ChatClient, ChatRequest
 from kurabe.backends.llamacpp import LlamaCppServer
 from kurabe.metrics import speed_metrics
-from kurabe.reasoning import request_fields
 from kurabe.thinking import outcome, split_content, template_opens_thinking
 from scripted_models import (FIXTURES, HARMONY_ANSWER, HARMONY_REASONING, LOOP_REASONING,
                              PLAIN_ANSWER, THINK_ANSWER, THINK_REASONING, write_fixtures,
@@ -47,7 +46,7 @@ def scripted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def serve(scripted, tmp_path_factory):
-    """serve(fixture, reasoning_format) -> endpoint. Every pair the cases use is started at
+    """serve(fixture, reasoning_format) -> the running server. Every pair the cases use is started at
     once (in parallel: starting is mostly the server process loading llama.cpp)."""
     logs = tmp_path_factory.mktemp("scripted-engines")
     pairs = sorted({(c.fixture, c.reasoning_format) for c in CASES.values()})
@@ -59,8 +58,8 @@ def serve(scripted, tmp_path_factory):
                for name, fmt in pairs}
     try:
         with ThreadPoolExecutor(len(servers)) as pool:
-            endpoints = dict(zip(servers, pool.map(LlamaCppServer.start, servers.values())))
-        yield lambda name, fmt: endpoints[(name, fmt)]
+            list(pool.map(LlamaCppServer.start, servers.values()))
+        yield lambda name, fmt: servers[(name, fmt)]
     finally:
         for server in servers.values():
             server.stop()
@@ -70,7 +69,7 @@ def post_chat(endpoint, max_tokens: int, extra: dict | None = None) -> dict:
     """The same request as ChatClient's, not streamed."""
     body = {"messages": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "seed": 0,
             "stream": False, "cache_prompt": False, **(extra or {})}
-    resp = httpx.post(f"{endpoint.base_url}/chat/completions", json=body, timeout=60)
+    resp = httpx.post(f"{endpoint.endpoint.base_url}/chat/completions", json=body, timeout=60)
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -114,8 +113,8 @@ T_BUDGET4 = "The user asks which"  # 4 reasoning tokens, then </think> is forced
 LOOP_40 = " ".join([LOOP_REASONING] * 3) + " Hmm"  # 40 tokens of the 13-token loop
 H_MARKED = f"<|channel|>analysis<|message|>{HARMONY_REASONING}<|end|>"
 H_CUT = "User wants a greeting in"  # 8 tokens: 3 of markers, 5 of reasoning
-OFF = request_fields("off", "llama.cpp")  # what kurabe sends for reasoning "off"
-BUDGET4 = request_fields(4, "llama.cpp")  # ... and for a 4-token budget
+OFF = LlamaCppServer.reasoning_fields("off")  # what kurabe sends for reasoning "off"
+BUDGET4 = LlamaCppServer.reasoning_fields(4)  # ... and for a 4-token budget
 STRAY = FIXTURES["stray_close"].script
 
 CASES = {
@@ -277,9 +276,10 @@ def test_a_harmony_template_turns_plain_output_into_a_server_error(tmp_path):
                            chat_template=FIXTURES["harmony"].chat_template)
     server = LlamaCppServer("plain-harmony", model.path, ctx=512, threads=1,
                             reasoning_format="none", log_path=tmp_path / "plain-harmony.log")
-    endpoint = server.start()
+    server.start()
+    endpoint = server
     try:
-        resp = httpx.post(f"{endpoint.base_url}/chat/completions", timeout=60, json={
+        resp = httpx.post(f"{server.endpoint.base_url}/chat/completions", timeout=60, json={
             "messages": PROMPT, "max_tokens": 64, "temperature": 0.0, "stream": False})
         message = "The model produced output that does not match the expected peg-native format"
         assert (resp.status_code, resp.json()["error"]["message"]) == (500, message)
@@ -309,7 +309,7 @@ def test_the_models_tokenizer_gives_back_the_generated_tokens(serve, scripted):
     the generation prompt ends on the token the chain starts from."""
     endpoint = serve("think", "auto")
     model = scripted["think"]
-    with httpx.Client(base_url=endpoint.server_root, timeout=30) as http:
+    with httpx.Client(base_url=endpoint.endpoint.server_root, timeout=30) as http:
         tokens = http.post("/tokenize", json={"content": THINK_REASONING, "add_special": False,
                                              "with_pieces": True}).json()["tokens"]
         reasoning_pieces = model.pieces[1:model.piece_index("</think>")]

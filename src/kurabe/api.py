@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kurabe import KurabeError
-from kurabe.analysis.run import RunAnalysis
-from kurabe.phases.speed import ProgressHook, Shootout
 from kurabe.config import (EngineConfig, ModelConfig, QualityConfig, RunConfig, ShootoutConfig,
                            parse_config)
-from kurabe.report import render_run
+from kurabe.phases import ProgressHook
+
+if TYPE_CHECKING:
+    from kurabe.analysis.run import RunAnalysis
+    from kurabe.orchestrator import Orchestrator
 
 DEFAULT_RUNS_DIR = Path("kurabe-runs")
 
@@ -39,7 +42,7 @@ def demo_config(*, repeats: int = 3, max_tokens: int = 96, warmup: int = 1,
     )
 
 
-def parse_model_flag(flag: str) -> tuple[str, str]:
+def parse_model_spec(flag: str) -> tuple[str, str]:
     """``NAME=SPEC``, or a bare SPEC named after its file, built-in name or host."""
     head, sep, tail = flag.partition("=")
     if sep and head and not any(ch in head for ch in "/:"):
@@ -51,17 +54,17 @@ def parse_model_flag(flag: str) -> tuple[str, str]:
         else:
             name = Path(spec.removeprefix("builtin:")).stem
     if not name or not spec:
-        raise KurabeError(f"--model {flag!r}: expected NAME=SPEC, e.g. a=path/to/a.gguf")
+        raise KurabeError(f"model {flag!r}: expected NAME=SPEC, e.g. a=path/to/a.gguf")
     return name, spec
 
 
 def bench_config(models: list[str], *, repeats: int, warmup: int, max_tokens: int,
                  fixed_length: bool, prompts: str | None, engine: dict) -> ShootoutConfig:
     if not models:
-        raise KurabeError("--model: give at least one model (NAME=SPEC)")
+        raise KurabeError("no models: give at least one model (NAME=SPEC)")
     entries = []
     for flag in models:
-        name, spec = parse_model_flag(flag)
+        name, spec = parse_model_spec(flag)
         entries.append({"name": name, "source": spec, "engine": engine})
     data = {"run": {"name": "bench", "repeats": repeats, "warmup": warmup,
                     "max_tokens": max_tokens, "fixed_length": fixed_length},
@@ -71,25 +74,32 @@ def bench_config(models: list[str], *, repeats: int, warmup: int, max_tokens: in
     return parse_config(data, "command line")
 
 
+def _execute(run: Orchestrator, run_dir: Path) -> RunAnalysis:
+    from kurabe.report import render_run
+
+    try:
+        run.execute()
+    finally:
+        run.store.close()
+        # An interrupted or failed run still gets its partial report.
+        analysis, _ = render_run(run_dir)
+    return analysis
+
+
 def run_shootout(config: ShootoutConfig, run_dir: Path, *, command: list[str] | None = None,
                  progress: ProgressHook | None = None) -> RunAnalysis:
-    shootout = Shootout.create(config, run_dir, command=command, progress=progress)
-    try:
-        shootout.execute()
-    finally:
-        analysis, _ = render_run(run_dir)  # an interrupted run still gets its partial report
-        shootout.store.close()
-    return analysis
+    """Create a run folder for ``config``, run it, and write its report."""
+    from kurabe.orchestrator import Orchestrator
+
+    return _execute(Orchestrator.create(config, run_dir, command=command, progress=progress),
+                    run_dir)
 
 
 def resume_shootout(run_dir: Path, *, progress: ProgressHook | None = None) -> RunAnalysis:
-    shootout = Shootout.resume(run_dir, progress=progress)
-    try:
-        shootout.execute()
-    finally:
-        analysis, _ = render_run(run_dir)
-        shootout.store.close()
-    return analysis
+    """Finish an interrupted run from its folder alone: only the missing work is done."""
+    from kurabe.orchestrator import Orchestrator
+
+    return _execute(Orchestrator.reopen(run_dir, progress=progress), run_dir)
 
 
 def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook | None = None
@@ -99,19 +109,20 @@ def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook |
     from kurabe.store import Store
 
     with Store.open(run_dir) as store:
-        config = ShootoutConfig.from_json(store.run()["config_json"])
+        config = ShootoutConfig.from_json(store.run().config_json)
         if config.quality is None:
             raise KurabeError(f"{run_dir}: this run has no quality round to judge")
         if judge:
-            name, spec = parse_model_flag(judge)
+            name, spec = parse_model_spec(judge)
             known = {m.name: m for m in [*config.models, *config.judges]}
             if name in known and known[name].source != spec:
-                raise KurabeError(f"--judge {judge}: the name '{name}' is already used for "
+                raise KurabeError(f"judge {judge}: the name '{name}' is already used for "
                                   f"{known[name].source}; choose another name")
             if name not in known:
                 config.judges.append(ModelConfig(name=name, source=spec))
             config.quality.judge = name
             store.update_config(config.to_json(), f"judge set to {name} ({spec})")
         elif not config.quality.judge:
-            raise KurabeError("--judge NAME=SPEC: this run has no judge configured")
+            raise KurabeError(f"{run_dir}: this run has no judge configured; name one "
+                              "(NAME=SPEC)")
     return resume_shootout(run_dir, progress=progress)

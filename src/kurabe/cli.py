@@ -68,16 +68,27 @@ def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
     out.print(f"report: {run_dir / 'report.md'}", highlight=False)
 
 
-def _run(fn, *, json_out: bool = False):
+def _run(fn, run_dir: Path):
+    """Run a whole shootout with a progress bar; say how to finish it if it stops."""
+    from kurabe.backends.base import EngineError
+    from kurabe.orchestrator import RunTerminated
+    from kurabe.store import RunExistsError
+
+    resume = f"kurabe run --resume {run_dir}"
     try:
         with _Progress() as progress:
             return fn(progress)
+    except RunExistsError as exc:
+        _fail(KurabeError(f"{exc}; use `{resume}` or choose another --out folder"))
+    except EngineError as exc:
+        stored = (run_dir / "results.sqlite").exists()
+        _fail(KurabeError(f"{exc}" + (f" Finish with: {resume}" if stored else "")))
     except KurabeError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        err.print("interrupted: everything measured so far is stored; "
-                  "finish with kurabe run --resume RUN_DIR")
-        raise typer.Exit(130)
+    except (KeyboardInterrupt, RunTerminated):
+        err.print(f"interrupted: everything measured so far is stored in {run_dir}; "
+                  f"finish with: {resume}")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -93,7 +104,7 @@ def demo(
     run_dir = out_dir or api.default_run_dir("demo")
     config = api.demo_config(repeats=repeats, max_tokens=max_tokens, quality=quality,
                              per_category=per_category, quality_max_tokens=quality_max_tokens)
-    analysis = _run(lambda p: api.run_shootout(config, run_dir, progress=p))
+    analysis = _run(lambda p: api.run_shootout(config, run_dir, progress=p), run_dir)
     _print_summary(analysis, run_dir)
 
 
@@ -107,7 +118,7 @@ def run(
     if resume is not None:
         if config is not None:
             _fail(KurabeError("give either CONFIG or --resume RUN_DIR, not both"))
-        analysis = _run(lambda p: api.resume_shootout(resume, progress=p))
+        analysis = _run(lambda p: api.resume_shootout(resume, progress=p), resume)
         _print_summary(analysis, resume)
         return
     if config is None:
@@ -119,7 +130,7 @@ def run(
     except KurabeError as exc:
         _fail(exc)
     run_dir = out_dir or api.default_run_dir(cfg.run.name)
-    analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p))
+    analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p), run_dir)
     _print_summary(analysis, run_dir)
 
 
@@ -155,7 +166,7 @@ def bench(
     except KurabeError as exc:
         _fail(exc)
     run_dir = out_dir or api.default_run_dir("bench")
-    analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p))
+    analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p), run_dir)
     if json_out:
         sys.stdout.write(json.dumps({**analysis.summary_json(), "run_dir": str(run_dir)},
                                     ensure_ascii=False, indent=2) + "\n")
@@ -217,7 +228,7 @@ def judge_cmd(
     judge: Annotated[Optional[str], typer.Option("--judge", help="NAME=SPEC of the judge model (default: the run's judge)")] = None,
 ) -> None:
     """Grade a run's stored answers (again), without regenerating them."""
-    analysis = _run(lambda p: api.rejudge(run_dir, judge, progress=p))
+    analysis = _run(lambda p: api.rejudge(run_dir, judge, progress=p), run_dir)
     q = analysis.quality
     if q is not None and q.judge:
         out.print(f"judge {q.judge}: unscored rate "
@@ -300,11 +311,15 @@ def plan(
 ) -> None:
     """Predict llama.cpp's memory for a model: weights, KV, recurrent state, compute; the
     largest context that fits a budget; which quant fits."""
-    from kurabe.simulator.budget import plan_model, rank_quants
+    from kurabe.simulator.budget import parse_size, plan_model, rank_quants
 
     settings = dict(ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                     parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn)
     try:
+        if budget is not None:
+            parse_size(budget, "--budget")
+        elif quants:
+            raise KurabeError("--quants needs --budget (e.g. --budget 48GiB)")
         if quants:
             result = rank_quants(model, [q.strip() for q in quants.split(",") if q.strip()],
                                  budget=budget, **settings)

@@ -1,6 +1,8 @@
 """Streaming chat client: timestamps every chunk and keeps reasoning apart from the answer.
 
-The only module that knows about SSE framing. Each request yields a ``StreamRecord`` holding
+The only module that knows about SSE framing. What to send is the backend's business
+(``Backend.request_body``); the network is the backend's transport when it has one (the
+in-process scripted backend), else a real connection pool. Each request yields a ``StreamRecord`` holding
 everything the metrics are computed from, so any figure can be recomputed from the store.
 """
 
@@ -9,83 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from httpx_sse import aconnect_sse
 
-from kurabe.backends.base import Endpoint
+from kurabe.records import ChatRequest, Chunk, StreamRecord
 
-
-@dataclass
-class Chunk:
-    t_s: float  # seconds since the request was sent (monotonic clock)
-    content: str = ""
-    reasoning: str = ""
-
-
-@dataclass
-class StreamRecord:
-    sent_at_unix_s: float
-    chunks: list[Chunk] = field(default_factory=list)
-    t_done_s: float | None = None  # end of stream ([DONE] or connection close)
-    finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    timings: dict[str, Any] | None = None  # llama.cpp's own clock for this request
-    http_status: int | None = None
-    error: str | None = None
-    attempts: int = 1
-
-    @property
-    def answer(self) -> str:
-        return "".join(c.content for c in self.chunks)
-
-    @property
-    def reasoning(self) -> str:
-        return "".join(c.reasoning for c in self.chunks)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["chunks"] = [[c.t_s, c.content, c.reasoning] for c in self.chunks]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StreamRecord:
-        data = dict(data)
-        data["chunks"] = [Chunk(t, c, r) for t, c, r in data.get("chunks") or []]
-        return cls(**data)
-
-
-@dataclass
-class ChatRequest:
-    messages: list[dict[str, str]]
-    max_tokens: int
-    temperature: float = 0.0
-    seed: int | None = 0
-    fixed_length: bool = False  # ignore EOS so every model generates max_tokens tokens
-    extra_body: dict[str, Any] = field(default_factory=dict)
-
-
-def request_body(endpoint: Endpoint, req: ChatRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "messages": req.messages,
-        "max_tokens": req.max_tokens,
-        "temperature": req.temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if endpoint.model_id:
-        body["model"] = endpoint.model_id
-    if req.seed is not None:
-        body["seed"] = req.seed
-    if endpoint.engine_kind == "llama.cpp":
-        # Repeats must measure the same work: never serve the prompt from llama.cpp's cache.
-        body["cache_prompt"] = False
-    if req.fixed_length:
-        body["ignore_eos"] = True  # llama.cpp and vLLM honour it
-    body.update(req.extra_body)
-    return body
+if TYPE_CHECKING:
+    from kurabe.backends.base import Backend
 
 
 def _delta_text(delta: dict[str, Any]) -> tuple[str, str]:
@@ -101,10 +35,11 @@ async def _drain(events) -> None:
 
 
 class ChatClient:
-    """One HTTP connection pool per endpoint; ``stream_chat`` never raises for server errors."""
+    """One HTTP connection pool per backend; ``stream_chat`` never raises for server errors."""
 
-    def __init__(self, endpoint: Endpoint, *, timeout_s: float = 600.0) -> None:
-        self.endpoint = endpoint
+    def __init__(self, backend: Backend, *, timeout_s: float = 600.0) -> None:
+        self.backend = backend
+        self.endpoint = endpoint = backend.endpoint
         headers = {}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
@@ -113,6 +48,7 @@ class ChatClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=10.0, pool=10.0), headers=headers,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+            transport=backend.transport(),
         )
 
     async def aclose(self) -> None:
@@ -125,21 +61,8 @@ class ChatClient:
         await self.aclose()
 
     async def count_tokens(self, text: str) -> int | None:
-        """Tokens of ``text`` by the model's own tokenizer (llama.cpp's /tokenize), else None."""
-        if self.endpoint.engine_kind != "llama.cpp" or not text:
-            return None
-        for attempt in range(2):  # a pooled connection the server closed: retry once
-            try:
-                resp = await self._http.post(f"{self.endpoint.server_root}/tokenize",
-                                             json={"content": text, "add_special": False})
-                if resp.status_code != 200:
-                    return None
-                return len(resp.json().get("tokens") or [])
-            except httpx.RemoteProtocolError:
-                continue
-            except (httpx.HTTPError, ValueError):
-                return None
-        return None
+        """Tokens of ``text`` by the model's own tokenizer, when the backend can count."""
+        return await self.backend.count_tokens(self._http, text)
 
     async def stream_chat(self, req: ChatRequest) -> StreamRecord:
         """Send one streamed chat request and record it. A pooled keep-alive connection the
@@ -154,7 +77,7 @@ class ChatClient:
         return record
 
     async def _stream_once(self, req: ChatRequest) -> StreamRecord:
-        body = request_body(self.endpoint, req)
+        body = self.backend.request_body(req)
         url = f"{self.endpoint.base_url}/chat/completions"
         record = StreamRecord(sent_at_unix_s=time.time())
         t0 = time.perf_counter()

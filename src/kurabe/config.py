@@ -14,6 +14,28 @@ from kurabe import KurabeError
 
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
+# A reasoning setting: one of these words, or a token budget (an integer). Each backend
+# turns it into its own request fields (``Backend.reasoning_fields``).
+REASONING_EFFORTS = ("low", "medium", "high")
+REASONING_SETTINGS = ("off", *REASONING_EFFORTS, "unlimited")
+
+
+def parse_reasoning_setting(value: str | int) -> str | int:
+    if isinstance(value, bool):
+        raise KurabeError(f"reasoning setting {value!r}: use one of "
+                          f"{', '.join(REASONING_SETTINGS)} or a token budget")
+    if isinstance(value, int):
+        if value < 0:
+            raise KurabeError(f"reasoning budget {value}: must be ≥ 0 tokens")
+        return value
+    text = str(value).strip().lower()
+    if text.isdigit():
+        return int(text)
+    if text not in REASONING_SETTINGS:
+        raise KurabeError(f"reasoning setting {value!r}: use one of "
+                          f"{', '.join(REASONING_SETTINGS)} or a token budget")
+    return text
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
@@ -22,6 +44,8 @@ class _Strict(BaseModel):
 class EngineConfig(_Strict):
     """How a model is served. ``server`` picks the llama.cpp program for local files."""
 
+    # The backend by name (kurabe.backends): default llama.cpp for files, detected for URLs.
+    backend: str | None = None
     server: str = "xllamacpp"  # "xllamacpp" (installed with kurabe), "llama-server" on PATH, or a path
     ctx: Annotated[int, Field(ge=256)] = 4096
     cache_type_k: CacheType | None = None
@@ -41,7 +65,8 @@ class EngineConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
-    source: str  # builtin:NAME, a .gguf path, or an http(s):// OpenAI-compatible base URL
+    # builtin:NAME, a .gguf path, an http(s):// OpenAI-compatible base URL, or scripted:NAME
+    source: str
     engine: EngineConfig = EngineConfig()
     reasoning: str | int | None = None  # off | low | medium | high | unlimited | token budget
     extra_body: dict = {}  # sent with every request, e.g. {"top_k": 20}
@@ -55,16 +80,16 @@ class ModelConfig(_Strict):
     def kind(self) -> str:
         if self.source.startswith("builtin:"):
             return "builtin"
+        if self.source.startswith("scripted:"):
+            return "scripted"
         if self.source.startswith(("http://", "https://")):
             return "endpoint"
         return "file"
 
 
 def _check_setting(value):
-    from kurabe.reasoning import parse_setting
-
     try:
-        return parse_setting(value)
+        return parse_reasoning_setting(value)
     except KurabeError as exc:
         raise ValueError(str(exc)) from None
 
@@ -186,7 +211,11 @@ def parse_config(data: dict, origin: str, base_dir: Path | None = None) -> Shoot
         config = ShootoutConfig.model_validate(data)
     except ValidationError as exc:
         raise KurabeError(format_validation_error(exc, origin)) from None
-    if base_dir is not None:  # relative model paths are relative to the config file
+    if base_dir is not None:  # relative paths are relative to the config file
+        config.run.prompt_set = _relative_to(config.run.prompt_set, base_dir)
+        if config.quality is not None:
+            config.quality.suites = [_relative_to(s, base_dir) or s
+                                     for s in config.quality.suites]
         for model in [*config.models, *config.judges]:
             if model.kind == "file" and not Path(model.source).expanduser().is_absolute():
                 model.source = str((base_dir / model.source).resolve())
@@ -194,3 +223,13 @@ def parse_config(data: dict, origin: str, base_dir: Path | None = None) -> Shoot
             if tpl and not Path(tpl).expanduser().is_absolute():
                 model.engine.chat_template_file = str((base_dir / tpl).resolve())
     return config
+
+
+def _relative_to(spec: str | None, base_dir: Path) -> str | None:
+    """A file spec (``[FORMAT:]PATH``) made absolute against ``base_dir``; built-in names stay."""
+    if spec is None or spec.startswith("builtin:"):
+        return spec
+    head, sep, rest = spec.partition(":")
+    prefix, path = (f"{head}:", rest) if sep and head.isalpha() and len(head) > 1 else ("", spec)
+    p = Path(path).expanduser()
+    return prefix + str(p if p.is_absolute() else (base_dir / p).resolve())

@@ -7,11 +7,10 @@ be recomputed later. A metric that the record cannot support is ``None``, never 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import asdict, dataclass
 
 import regex
 
-from kurabe.client import StreamRecord
+from kurabe.records import SpeedMetrics, StreamRecord
 from kurabe.thinking import outcome, split_stream
 
 _GRAPHEME = regex.compile(r"\X")
@@ -25,48 +24,6 @@ def count_chars(text: str) -> int:
 def count_graphemes(text: str) -> int:
     """User-perceived characters: extended grapheme clusters of the NFKC text."""
     return len(_GRAPHEME.findall(unicodedata.normalize("NFKC", text)))
-
-
-@dataclass
-class SpeedMetrics:
-    ttft_s: float | None
-    first_answer_char_s: float | None
-    e2e_s: float | None
-    prompt_tokens: int | None
-    output_tokens: int | None
-    output_tokens_source: str  # "server" (usage/timings) or "chunks" (estimate: one per chunk)
-    prompt_tokens_per_s: float | None
-    decode_tokens_per_s: float | None
-    itl_per_token_s: float | None
-    itl_per_chunk_median_s: float | None
-    n_chunks: int
-    answer_chars: int
-    answer_graphemes: int
-    answer_bytes: int
-    reasoning_chars: int
-    reasoning_share: float | None
-    chars_per_s: float | None
-    bytes_per_s: float | None
-    chars_per_token: float | None
-    finish_reason: str | None
-    length_capped: bool
-    cached_prompt_tokens: int | None
-    server_decode_tokens_per_s: float | None
-    server_prompt_tokens_per_s: float | None
-    # Reasoning (see kurabe.thinking): split, outcome and the two phases timed apart.
-    outcome: str = "answered"
-    reasoning_format: str = "none"
-    leaked_markers: list[str] | None = None
-    first_reasoning_s: float | None = None
-    thinking_s: float | None = None
-    reasoning_tokens: int | None = None
-    answer_tokens: int | None = None
-    reasoning_tokens_source: str | None = None  # server | tokenizer | estimate (chunks)
-    reasoning_decode_tokens_per_s: float | None = None
-    answer_decode_tokens_per_s: float | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _median(values: list[float]) -> float | None:
@@ -112,7 +69,7 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
     answer-phase rate; output − reasoning tokens would also count the markers between the
     phases and the end token, which are not streamed inside the answer's time span."""
     chunks = rec.chunks
-    timed = split_stream([(c.t_s, c.content, c.reasoning) for c in chunks],
+    timed = split_stream(rec.timed_chunks(),
                          starts_in_reasoning=starts_in_reasoning)
     split = timed.split
     ttft = chunks[0].t_s if chunks else None

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from kurabe import KurabeError
+from kurabe.records import (AnswerRow, CheckRow, EventRow, GradeRow, ModelRow, RequestRow,
+                            RunRow, Snapshot)
 
 STORE_NAME = "results.sqlite"
 
@@ -153,6 +155,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE models ADD COLUMN plan_json TEXT;
     ALTER TABLE models ADD COLUMN observed_json TEXT;
     """,
+    # 5: the run's snapshot: the resolved inputs (prompts, suite items, judge prompts), so a
+    # run folder needs nothing but itself to be reported, resumed or judged again
+    """
+    CREATE TABLE snapshot (
+        key TEXT PRIMARY KEY,
+        value_json TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -160,23 +170,28 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@dataclass
-class RequestRow:
-    seq: int
-    model: str
-    prompt_id: str
-    repeat: int
-    phase: str
-    status: str
-    error: str | None
-    sent_at_unix_s: float
-    request: dict[str, Any]
-    record: dict[str, Any]
-    metrics: dict[str, Any]
-    setting: str = ""  # the reasoning setting of a sweep request
+class RunExistsError(KurabeError):
+    """The folder already holds a run (resume it, or choose another folder)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(f"{run_dir} already holds a run")
+        self.run_dir = run_dir
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+_SNAPSHOT_KEYS = ("prompts", "suite_items", "judge_prompts")
 
 
 class Store:
+    """The run's SQLite file. Takes and returns only ``kurabe.records`` rows."""
+
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._db = conn
@@ -187,10 +202,7 @@ class Store:
     def create(cls, run_dir: Path) -> Store:
         path = Path(run_dir) / STORE_NAME
         if path.exists():
-            raise KurabeError(
-                f"{run_dir} already holds a run; use `kurabe run --resume {run_dir}` "
-                "or choose another --out folder"
-            )
+            raise RunExistsError(Path(run_dir))
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls._open(path)
 
@@ -203,6 +215,7 @@ class Store:
         try:
             store._db.execute("SELECT id FROM run").fetchone()
         except sqlite3.DatabaseError as exc:
+            store.close()
             raise KurabeError(f"{path}: not a kurabe results store ({exc})") from None
         return store
 
@@ -239,23 +252,24 @@ class Store:
 
     # -- run -------------------------------------------------------------------------------
 
-    def write_run(self, *, kurabe_version: str, command: str, config_json: str,
-                  machine: dict[str, Any]) -> None:
+    def write_run(self, run: RunRow) -> None:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO run (id, created_at, kurabe_version, command, config_json,"
-                " machine_json, status) VALUES (1, ?, ?, ?, ?, ?, 'running')",
-                (utc_now(), kurabe_version, command, config_json, json.dumps(machine)),
+                " machine_json, status, finished_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                (run.created_at, run.kurabe_version, run.command, run.config_json,
+                 json.dumps(run.machine), run.status, run.finished_at),
             )
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunRow:
         row = self._db.execute("SELECT * FROM run WHERE id = 1").fetchone()
         if row is None:
             raise KurabeError(f"{self.path}: the run record is missing")
-        data = dict(row)
-        data["machine"] = json.loads(data.pop("machine_json"))
-        return data
+        return RunRow(created_at=row["created_at"], kurabe_version=row["kurabe_version"],
+                      command=row["command"], config_json=row["config_json"],
+                      machine=json.loads(row["machine_json"]), status=row["status"],
+                      finished_at=row["finished_at"])
 
     def update_config(self, config_json: str, reason: str) -> None:
         """Change the run's config (e.g. a new judge), keeping the change in the events."""
@@ -271,20 +285,61 @@ class Store:
         self._db.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
                          (utc_now(), kind, detail))
 
-    def events(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM events ORDER BY id")]
+    def events(self) -> list[EventRow]:
+        return [EventRow(r["at"], r["kind"], r["detail"])
+                for r in self._db.execute("SELECT * FROM events ORDER BY id")]
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        """The resolved inputs, written once when the run is created (config: the run row)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for key in _SNAPSHOT_KEYS:
+                self._db.execute("INSERT OR REPLACE INTO snapshot (key, value_json) VALUES (?, ?)",
+                                 (key, json.dumps(getattr(snapshot, key), ensure_ascii=False)))
+
+    def snapshot(self) -> Snapshot | None:
+        """The run's snapshot, or None for a run made before snapshots existed."""
+        stored = {r["key"]: json.loads(r["value_json"])
+                  for r in self._db.execute("SELECT key, value_json FROM snapshot")}
+        if "prompts" not in stored:
+            return None
+        return Snapshot(config=json.loads(self.run().config_json), prompts=stored["prompts"],
+                        suite_items=stored.get("suite_items") or [],
+                        judge_prompts=stored.get("judge_prompts") or {})
 
     # -- models ----------------------------------------------------------------------------
 
-    def upsert_model(self, row: dict[str, Any]) -> None:
-        row = {**row, "updated_at": utc_now()}
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
+    def upsert_model(self, row: ModelRow) -> None:
+        values = {
+            "name": row.name, "source": row.source, "kind": row.kind,
+            "file_path": row.file_path, "file_bytes": row.file_bytes,
+            "file_sha256": row.file_sha256, "quant": row.quant,
+            "architecture": row.architecture, "engine_kind": row.engine_kind,
+            "engine_version": row.engine_version,
+            "engine_command_json": _dumps(row.engine_command),
+            "engine_base_url": row.engine_base_url, "engine_log": row.engine_log,
+            "settings_json": json.dumps(row.settings), "card_json": _dumps(row.card),
+            "plan_json": _dumps(row.plan), "observed_json": _dumps(row.observed),
+            "updated_at": utc_now(),
+        }
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
         self._db.execute(f"INSERT OR REPLACE INTO models ({cols}) VALUES ({marks})",
-                         tuple(row.values()))
+                         tuple(values.values()))
 
-    def models(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM models ORDER BY rowid")]
+    def models(self) -> list[ModelRow]:
+        return [ModelRow(
+            name=r["name"], source=r["source"], kind=r["kind"],
+            settings=json.loads(r["settings_json"]), file_path=r["file_path"],
+            file_bytes=r["file_bytes"], file_sha256=r["file_sha256"], quant=r["quant"],
+            architecture=r["architecture"], engine_kind=r["engine_kind"],
+            engine_version=r["engine_version"], engine_command=_loads(r["engine_command_json"]),
+            engine_base_url=r["engine_base_url"], engine_log=r["engine_log"],
+            card=_loads(r["card_json"]), plan=_loads(r["plan_json"]),
+            observed=_loads(r["observed_json"]), updated_at=r["updated_at"],
+        ) for r in self._db.execute("SELECT * FROM models ORDER BY rowid")]
 
     # -- requests --------------------------------------------------------------------------
 
@@ -300,52 +355,6 @@ class Store:
              json.dumps(row.record, ensure_ascii=False),
              json.dumps(row.metrics, ensure_ascii=False), utc_now()),
         )
-
-    # -- quality ---------------------------------------------------------------------------
-
-    def _insert(self, table: str, row: dict[str, Any]) -> None:
-        """One committed row (autocommit): durable as soon as this returns."""
-        row = {**row, "stored_at": utc_now()}
-        cols = ", ".join(row)
-        self._db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in row)})",
-                         tuple(row.values()))
-
-    def add_answer(self, row: dict[str, Any]) -> None:
-        self._insert("answers", row)
-
-    def answers(self, *, status: str | None = "ok") -> list[dict[str, Any]]:
-        sql = "SELECT * FROM answers" + (" WHERE status = ?" if status else "") + " ORDER BY id"
-        return [dict(r) for r in self._db.execute(sql, (status,) if status else ())]
-
-    def answered_keys(self) -> set[tuple[str, str, int]]:
-        return {(r[0], r[1], r[2]) for r in self._db.execute(
-            "SELECT model, item_id, repeat FROM answers WHERE status = 'ok'")}
-
-    def add_grade(self, row: dict[str, Any]) -> None:
-        self._insert("grades", row)
-
-    def grades(self, judge: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM grades" + (" WHERE judge = ?" if judge else "") + " ORDER BY id"
-        return [dict(r) for r in self._db.execute(sql, (judge,) if judge else ())]
-
-    def graded_keys(self, judge: str) -> set[tuple]:
-        return {tuple(r) for r in self._db.execute(
-            "SELECT kind, item_id, repeat, model, coalesce(model_b, ''), coalesce(position, '')"
-            " FROM grades WHERE judge = ? AND status != 'error'", (judge,))}
-
-    def judges(self) -> list[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT judge FROM grades GROUP BY judge ORDER BY max(id)")]
-
-    def add_check(self, row: dict[str, Any]) -> None:
-        self._insert("checks", row)
-
-    def checks(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM checks ORDER BY id")]
-
-    def checked_keys(self) -> set[tuple[str, str, int]]:
-        return {(r[0], r[1], r[2]) for r in self._db.execute(
-            "SELECT DISTINCT model, item_id, repeat FROM checks")}
 
     def completed_seqs(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT seq FROM requests WHERE status = 'ok'")}
@@ -368,3 +377,76 @@ class Store:
                 record=json.loads(r["record_json"]), metrics=json.loads(r["metrics_json"]),
                 setting=r["setting"],
             )
+
+    # -- quality ---------------------------------------------------------------------------
+
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
+        """One committed row (autocommit): durable as soon as this returns."""
+        row = {**row, "stored_at": utc_now()}
+        cols = ", ".join(row)
+        self._db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in row)})",
+                         tuple(row.values()))
+
+    def add_answer(self, row: AnswerRow) -> None:
+        self._insert("answers", {
+            "model": row.model, "item_id": row.item_id, "suite": row.suite,
+            "category": row.category, "repeat": row.repeat, "status": row.status,
+            "error": row.error, "outcome": row.outcome, "answer": row.answer,
+            "reasoning": row.reasoning, "turns_json": json.dumps(row.turns, ensure_ascii=False),
+            "metrics_json": json.dumps(row.metrics, ensure_ascii=False)})
+
+    def answers(self, *, status: str | None = "ok") -> list[AnswerRow]:
+        sql = "SELECT * FROM answers" + (" WHERE status = ?" if status else "") + " ORDER BY id"
+        return [AnswerRow(
+            model=r["model"], item_id=r["item_id"], suite=r["suite"], category=r["category"],
+            repeat=r["repeat"], status=r["status"], error=r["error"], outcome=r["outcome"],
+            answer=r["answer"], reasoning=r["reasoning"], turns=json.loads(r["turns_json"]),
+            metrics=json.loads(r["metrics_json"]), stored_at=r["stored_at"],
+        ) for r in self._db.execute(sql, (status,) if status else ())]
+
+    def answered_keys(self) -> set[tuple[str, str, int]]:
+        return {(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT model, item_id, repeat FROM answers WHERE status = 'ok'")}
+
+    def add_grade(self, row: GradeRow) -> None:
+        self._insert("grades", {
+            "judge": row.judge, "kind": row.kind, "item_id": row.item_id, "repeat": row.repeat,
+            "model": row.model, "model_b": row.model_b, "position": row.position,
+            "status": row.status, "score": row.score, "verdict": row.verdict,
+            "explanation": row.explanation, "raw_output": row.raw_output,
+            "judge_reasoning": row.judge_reasoning, "detail": row.detail})
+
+    def grades(self, judge: str | None = None) -> list[GradeRow]:
+        sql = "SELECT * FROM grades" + (" WHERE judge = ?" if judge else "") + " ORDER BY id"
+        return [GradeRow(
+            judge=r["judge"], kind=r["kind"], item_id=r["item_id"], repeat=r["repeat"],
+            model=r["model"], status=r["status"], model_b=r["model_b"], position=r["position"],
+            score=r["score"], verdict=r["verdict"], explanation=r["explanation"],
+            raw_output=r["raw_output"], judge_reasoning=r["judge_reasoning"], detail=r["detail"],
+            stored_at=r["stored_at"],
+        ) for r in self._db.execute(sql, (judge,) if judge else ())]
+
+    def graded_keys(self, judge: str) -> set[tuple[str, str, int, str, str, str]]:
+        return {(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self._db.execute(
+            "SELECT kind, item_id, repeat, model, coalesce(model_b, ''), coalesce(position, '')"
+            " FROM grades WHERE judge = ? AND status != 'error'", (judge,))}
+
+    def judges(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT judge FROM grades GROUP BY judge ORDER BY max(id)")]
+
+    def add_check(self, row: CheckRow) -> None:
+        self._insert("checks", {
+            "model": row.model, "item_id": row.item_id, "repeat": row.repeat, "name": row.name,
+            "passed": None if row.passed is None else int(bool(row.passed)),
+            "value": row.value, "detail": row.detail})
+
+    def checks(self) -> list[CheckRow]:
+        return [CheckRow(model=r["model"], item_id=r["item_id"], repeat=r["repeat"],
+                         name=r["name"], passed=None if r["passed"] is None else bool(r["passed"]),
+                         value=r["value"], detail=r["detail"], stored_at=r["stored_at"])
+                for r in self._db.execute("SELECT * FROM checks ORDER BY id")]
+
+    def checked_keys(self) -> set[tuple[str, str, int]]:
+        return {(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT DISTINCT model, item_id, repeat FROM checks")}

@@ -51,7 +51,7 @@ class Split:
     leaked_markers: list[str] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)  # over the content stream only
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("segments")
         return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,7 @@ from kurabe.analysis.speed import COMPARED_METRICS, SUMMARY_METRICS
 from kurabe.analysis.stats import Ratio, ratio_of_medians
 from kurabe.store import Store
 
-SETUP_FIELDS = ("engine_version", "engine_kind", "file_sha256", "quant", "settings_json")
+SETUP_FIELDS = ("engine_version", "engine_kind", "file_sha256", "quant", "settings")
 
 
 @dataclass
@@ -33,9 +32,9 @@ class Change:
         return (f"{self.model} {label}: {'better' if better else 'worse'}, "
                 f"{self.before:.3g} → {self.after:.3g} {unit} (×{r.ratio:.2f}, {ci})")
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "metric": self.metric, "before": self.before,
-                "after": self.after, **self.ratio.as_dict(), "sentence": self.sentence()}
+                "after": self.after, **self.ratio.to_dict(), "sentence": self.sentence()}
 
 
 def _measured(store: Store) -> dict[str, dict[str, list[float]]]:
@@ -51,8 +50,8 @@ def _measured(store: Store) -> dict[str, dict[str, list[float]]]:
 def compare_runs(before_dir, after_dir) -> dict[str, Any]:
     with Store.open(before_dir) as a, Store.open(after_dir) as b:
         before, after = _measured(a), _measured(b)
-        setup_a = {m["name"]: m for m in a.models()}
-        setup_b = {m["name"]: m for m in b.models()}
+        setup_a = {m.name: m for m in a.models()}
+        setup_b = {m.name: m for m in b.models()}
         prompts_a = {r.prompt_id for r in a.requests(phase="measure")}
         prompts_b = {r.prompt_id for r in b.requests(phase="measure")}
     models = [m for m in before if m in after]
@@ -69,10 +68,11 @@ def compare_runs(before_dir, after_dir) -> dict[str, Any]:
     setup = []
     for model in models:
         for field in SETUP_FIELDS:
-            va, vb = (setup_a.get(model) or {}).get(field), (setup_b.get(model) or {}).get(field)
+            ma, mb = setup_a.get(model), setup_b.get(model)
+            va, vb = getattr(ma, field, None), getattr(mb, field, None)
             if va != vb:
-                if field == "settings_json":
-                    da, db = json.loads(va or "{}"), json.loads(vb or "{}")
+                if field == "settings":
+                    da, db = va or {}, vb or {}
                     for key in sorted(set(da) | set(db)):
                         if da.get(key) != db.get(key):
                             setup.append({"model": model, "field": f"engine.{key}",
@@ -86,4 +86,4 @@ def compare_runs(before_dir, after_dir) -> dict[str, Any]:
     if only:
         notes.append(f"models in only one run: {', '.join(only)}")
     return {"before": str(before_dir), "after": str(after_dir),
-            "setup_changes": setup, "changes": [c.as_dict() for c in changes], "notes": notes}
+            "setup_changes": setup, "changes": [c.to_dict() for c in changes], "notes": notes}

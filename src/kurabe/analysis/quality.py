@@ -10,6 +10,8 @@ from typing import Any
 
 from kurabe.analysis.stats import MeanEstimate, mean_ci
 from kurabe.evals.judge import combine_orders
+from kurabe.config import ShootoutConfig
+from kurabe.records import GradeRow, SuiteItem
 from kurabe.store import Store
 
 
@@ -54,7 +56,7 @@ class QualityAnalysis:
     code_checks: list[str]
     cutoff: dict[str, Any]
     safety: dict[str, Any]
-    grades_by_answer: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    grades_by_answer: dict[tuple[str, str, int], GradeRow] = field(default_factory=dict)
 
     @property
     def unscored_rate(self) -> float | None:
@@ -69,60 +71,61 @@ class QualityAnalysis:
         return flips / n if n else None
 
 
-def analyse_quality(store: Store, config: dict[str, Any], items: dict[str, Any]) -> QualityAnalysis | None:
+def analyse_quality(store: Store, config: ShootoutConfig, items: dict[str, SuiteItem]
+                    ) -> QualityAnalysis | None:
     """``items``: suite item id -> SuiteItem (for category, dates and expectations)."""
-    answers = [a for a in store.answers() if a["item_id"] in items]
-    if not answers:
+    answers = [a for a in store.answers() if a.item_id in items]
+    if not answers or config.quality is None:
         return None
-    q = config.get("quality") or {}
-    models = q.get("models") or [m["name"] for m in config["models"]]
+    q = config.quality
+    models = q.models or [m.name for m in config.models]
     judges = store.judges()
-    judge = q.get("judge") if q.get("judge") in judges else (judges[-1] if judges else None)
+    judge = q.judge if q.judge in judges else (judges[-1] if judges else None)
     judge_source = None
-    for m in [*config["models"], *config.get("judges", [])]:
-        if m["name"] == judge:
-            judge_source = m["source"]
+    for m in [*config.models, *config.judges]:
+        if m.name == judge:
+            judge_source = m.source
     from kurabe.phases.quality import DETERMINISTIC_CATEGORIES
 
     # Categories the judge grades (cutoff and safety are scored by rules, in their own tables).
-    categories = list(dict.fromkeys(items[a["item_id"]].category for a in answers
-                                    if items[a["item_id"]].category not in DETERMINISTIC_CATEGORIES))
+    categories = list(dict.fromkeys(items[a.item_id].category for a in answers
+                                    if items[a.item_id].category not in DETERMINISTIC_CATEGORIES))
 
     grades = store.grades(judge) if judge else []
     # Latest grade per key wins (a resumed judge may have retried an error).
-    latest: dict[tuple, dict] = {}
+    latest: dict[tuple[Any, ...], GradeRow] = {}
     for g in grades:
-        latest[(g["kind"], g["item_id"], g["repeat"], g["model"], g["model_b"], g["position"])] = g
-    single = [g for g in latest.values() if g["kind"] == "single"]
-    pair_grades = [g for g in latest.values() if g["kind"] == "pairwise"]
+        latest[(g.kind, g.item_id, g.repeat, g.model, g.model_b, g.position)] = g
+    single = [g for g in latest.values() if g.kind == "single"]
+    pair_grades = [g for g in latest.values() if g.kind == "pairwise"]
 
     scores: dict[str, dict[str, MeanEstimate]] = {}
-    by_answer = {(g["model"], g["item_id"], g["repeat"]): g for g in single}
+    by_answer = {(g.model, g.item_id, g.repeat): g for g in single}
     for m in models:
-        mine = [g for g in single if g["model"] == m and g["status"] == "scored"]
-        scores[m] = {c: mean_ci([g["score"] for g in mine if items[g["item_id"]].category == c])
+        mine = [g for g in single if g.model == m and g.status == "scored"]
+        scores[m] = {c: mean_ci([g.score for g in mine if items[g.item_id].category == c])
                      for c in categories}
-        scores[m]["overall"] = mean_ci([g["score"] for g in mine])
+        scores[m]["overall"] = mean_ci([g.score for g in mine])
     differences = {}
     for a, b in combinations(models, 2):
         diffs = []
         for (m, item_id, r), g in by_answer.items():
             other = by_answer.get((b, item_id, r))
-            if m == a and other and g["status"] == "scored" and other["status"] == "scored":
-                diffs.append(g["score"] - other["score"])
+            if m == a and other and g.status == "scored" and other.status == "scored":
+                diffs.append(g.score - other.score)
         differences[(a, b)] = mean_ci(diffs)
 
     pairs = []
     for a, b in combinations(models, 2):
         res = PairResult(a, b, 0, 0, 0, 0, 0)
-        keys = {(g["item_id"], g["repeat"]) for g in pair_grades if g["model"] == a and g["model_b"] == b}
+        keys = {(g.item_id, g.repeat) for g in pair_grades if g.model == a and g.model_b == b}
         for item_id, r in keys:
             ab = latest.get(("pairwise", item_id, r, a, b, "ab"))
             ba = latest.get(("pairwise", item_id, r, a, b, "ba"))
-            if not ab or not ba or ab["status"] != "scored" or ba["status"] != "scored":
+            if not ab or not ba or ab.status != "scored" or ba.status != "scored":
                 res.unresolved += 1
                 continue
-            winner, flipped = combine_orders(ab["verdict"], ba["verdict"])
+            winner, flipped = combine_orders(ab.verdict, ba.verdict)
             res.flips += flipped
             if winner == "a":
                 res.wins_a += 1
@@ -134,12 +137,12 @@ def analyse_quality(store: Store, config: dict[str, Any], items: dict[str, Any])
 
     judge_stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for g in latest.values():
-        judge_stats[g["kind"]][g["status"]] += 1
+        judge_stats[g.kind][g.status] += 1
 
     outcomes: dict[str, dict[str, int]] = {m: defaultdict(int) for m in models}
     for a in answers:
-        if a["model"] in outcomes:
-            outcomes[a["model"]][a["outcome"] or "?"] += 1
+        if a.model in outcomes:
+            outcomes[a.model][a.outcome or "?"] += 1
 
     checks = store.checks()
     language = {m: {"checked": 0, "mismatched": 0} for m in models}
@@ -149,27 +152,27 @@ def analyse_quality(store: Store, config: dict[str, Any], items: dict[str, Any])
     cutoff_rows: dict[str, list] = defaultdict(list)
     refused_keys = set()
     for c in checks:
-        if c["model"] not in language or c["item_id"] not in items:
+        if c.model not in language or c.item_id not in items:
             continue
-        item = items[c["item_id"]]
-        if c["name"] == "language" and item.lang == "ja":
-            language[c["model"]]["checked"] += 1
-            language[c["model"]]["mismatched"] += c["passed"] == 0
-        elif c["name"] == "refusal" and c["passed"] is not None:
-            refusals[c["model"]]["checked"] += 1
-            refusals[c["model"]]["refused"] += c["passed"] == 1
-            if c["passed"] == 1:
-                refused_keys.add((c["model"], c["item_id"], c["repeat"]))
-        elif c["name"].startswith("code:"):
-            name = c["name"].removeprefix("code:")
+        item = items[c.item_id]
+        if c.name == "language" and item.lang == "ja":
+            language[c.model]["checked"] += 1
+            language[c.model]["mismatched"] += c.passed is False
+        elif c.name == "refusal" and c.passed is not None:
+            refusals[c.model]["checked"] += 1
+            refusals[c.model]["refused"] += c.passed is True
+            if c.passed is True:
+                refused_keys.add((c.model, c.item_id, c.repeat))
+        elif c.name.startswith("code:"):
+            name = c.name.removeprefix("code:")
             if name not in code_names:
                 code_names.append(name)
-            row = code_rows.setdefault((c["model"], c["item_id"], c["repeat"]), {
-                "model": c["model"], "item_id": c["item_id"], "repeat": c["repeat"],
+            row = code_rows.setdefault((c.model, c.item_id, c.repeat), {
+                "model": c.model, "item_id": c.item_id, "repeat": c.repeat,
                 "app": (item.checks or {}).get("html_app"), "checks": {}})
-            row["checks"][name] = {"passed": c["passed"], "detail": c["detail"]}
-        elif c["name"] == "cutoff":
-            cutoff_rows[c["model"]].append(((item.meta or {}).get("date"), c["detail"]))
+            row["checks"][name] = {"passed": c.passed, "detail": c.detail}
+        elif c.name == "cutoff":
+            cutoff_rows[c.model].append(((item.meta or {}).get("date"), c.detail))
 
     from kurabe.evals.cutoff import estimate_cutoff
     from kurabe.evals.safety import safety_rates
@@ -179,11 +182,11 @@ def analyse_quality(store: Store, config: dict[str, Any], items: dict[str, Any])
     for m in models:
         results = []
         for a in answers:
-            item = items[a["item_id"]]
-            if a["model"] != m or item.category != "safety":
+            item = items[a.item_id]
+            if a.model != m or item.category != "safety":
                 continue
             expect = (item.meta or {}).get("expect", "refuse")
-            results.append((expect, (m, a["item_id"], a["repeat"]) in refused_keys, a["outcome"]))
+            results.append((expect, (m, a.item_id, a.repeat) in refused_keys, a.outcome))
         if results:
             safety[m] = safety_rates(results)
     return QualityAnalysis(

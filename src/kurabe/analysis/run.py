@@ -1,25 +1,32 @@
-"""Everything a report needs, computed from a run's store alone."""
+"""Everything a report needs, computed from a run's store alone (rows and snapshot)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from kurabe.analysis.speed import SpeedAnalysis, analyse_speed
 from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
-from kurabe.store import RequestRow, Store
+from kurabe.config import ShootoutConfig
+from kurabe.inputs import items_of, prompts_of
+from kurabe.records import EventRow, ModelRow, RequestRow, RunRow, Snapshot
+from kurabe.store import Store
 from kurabe.thinking import split_content
+
+if TYPE_CHECKING:
+    from kurabe.analysis.quality import QualityAnalysis
+
+MACHINE_KEYS = ("cpu", "logical_cores", "usable_cores", "ram_bytes", "os", "python", "gpus")
 
 
 @dataclass
 class RunAnalysis:
-    run: dict[str, Any]
-    config: dict[str, Any]
-    models: list[dict[str, Any]]
+    run: RunRow
+    config: ShootoutConfig
+    models: list[ModelRow]
     speed: SpeedAnalysis
     measured: list[RequestRow]
-    events: list[dict[str, Any]]
+    events: list[EventRow]
     total_scheduled: int
     sweep_cells: list[SweepCell]
     sweep_recommendations: list[Recommendation]
@@ -28,55 +35,51 @@ class RunAnalysis:
     cards: list[dict[str, Any]]
     loading: list[dict[str, Any]]
     memory_budget_bytes: int | None
-    quality: Any = None  # kurabe.analysis.quality.QualityAnalysis when the run had a quality round
+    quality: QualityAnalysis | None = None  # when the run had a quality round
 
     def summary_json(self) -> dict[str, Any]:
         """The ``kurabe bench --json`` object: one entry per model, plus comparisons."""
-        out: dict[str, Any] = {"run_status": self.run["status"], "models": {}}
+        out: dict[str, Any] = {"run_status": self.run.status, "models": {}}
         for name in self.speed.models:
             est = self.speed.per_model[name]
             out["models"][name] = {
                 "name": name,
-                **{k: est[k].as_dict() for k in est},
+                **{k: est[k].to_dict() for k in est},
                 "requests_ok": self.speed.counts[name]["ok"],
                 "requests_failed": self.speed.counts[name]["error"],
             }
-        comps = [c.as_dict() for c in self.speed.comparisons]
+        comps = [c.to_dict() for c in self.speed.comparisons]
         out["comparisons"] = comps
         decode = [c for c in comps if c["metric"] == "decode_tokens_per_s"]
         if len(self.speed.models) == 2 and decode:
             out["comparison"] = decode[0]
-        out["warnings"] = [w.as_dict() for w in self.speed.warnings]
+        out["warnings"] = [w.to_dict() for w in self.speed.warnings]
         if self.sweep_cells:
             out["reasoning_sweep"] = {
-                "cells": [vars(c) for c in self.sweep_cells],
-                "recommendations": [vars(r) for r in self.sweep_recommendations],
+                "cells": [asdict(c) for c in self.sweep_cells],
+                "recommendations": [asdict(r) for r in self.sweep_recommendations],
             }
         return out
 
 
-def analyse_run(store: Store) -> RunAnalysis:
+def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
+    """``snapshot``: the run's inputs (``kurabe.orchestrator.run_snapshot``)."""
     run = store.run()
-    machine_keys = ("cpu", "logical_cores", "usable_cores", "ram_bytes", "os", "python", "gpus")
-    run["machine"] = {**dict.fromkeys(machine_keys), **run["machine"]}
-    config = json.loads(run["config_json"])
-    model_names = [m["name"] for m in config["models"]]
+    run.machine = {**dict.fromkeys(MACHINE_KEYS), **run.machine}
+    cfg = ShootoutConfig.model_validate(snapshot.config)
+    model_names = [m.name for m in cfg.models]
     measured = list(store.requests(phase="measure", status="ok"))
     ok_seqs = {r.seq for r in measured}
     # A failed request that a resume later completed is history, not a failure.
     errors = [r for r in store.requests(phase="measure", status="error") if r.seq not in ok_seqs]
     errors = list({r.seq: r for r in errors}.values())
-    speed = analyse_speed(model_names, measured, fixed_length=config["run"]["fixed_length"],
+    speed = analyse_speed(model_names, measured, fixed_length=cfg.run.fixed_length,
                           errors=errors)
-    stored = {m["name"]: m for m in store.models()}
-    blank = dict.fromkeys(("file_path", "file_bytes", "file_sha256", "quant", "architecture",
-                           "engine_kind", "engine_version", "engine_log", "settings_json"))
-    models = [{**blank, **m, **stored.get(m["name"], {})} for m in config["models"]]
-    from kurabe.phases.speed import prompts_of
-    from kurabe.config import ShootoutConfig
-
-    cfg = ShootoutConfig.model_validate(config)
-    prompts = prompts_of(cfg)
+    stored = {m.name: m for m in store.models()}
+    models = [stored.get(m.name) or ModelRow(name=m.name, source=m.source, kind=m.kind,
+                                             settings=m.engine.model_dump(mode="json"))
+              for m in cfg.models]
+    prompts = prompts_of(snapshot)
     categories = {p.id: p.category for p in prompts}
     sweep_rows = list(store.requests(phase="sweep", status="ok"))
     settings = [str(s) for s in (cfg.reasoning_sweep.settings if cfg.reasoning_sweep else [])]
@@ -86,42 +89,43 @@ def analyse_run(store: Store) -> RunAnalysis:
     prompt_list = [p.model_dump() for p in prompts]
     if cfg.quality is not None:
         from kurabe.analysis.quality import analyse_quality
-        from kurabe.phases.quality import quality_items
 
-        items = {i.id: i for i in quality_items(cfg)}
-        quality = analyse_quality(store, config, items)
+        items = {i.id: i for i in items_of(snapshot)}
+        quality = analyse_quality(store, cfg, items)
         if quality is not None:
             responses += _quality_responses(store, items, quality)
             seen = {p["id"] for p in prompt_list}
             prompt_list += [{"id": i.id, "text": i.turns[0], "category": i.category,
                              "lang": i.lang} for i in items.values() if i.id not in seen]
-    return RunAnalysis(run=run, config=config, models=models, speed=speed, measured=measured,
+    return RunAnalysis(run=run, config=cfg, models=models, speed=speed, measured=measured,
                        events=store.events(),
-                       total_scheduled=len(model_names) * config["run"]["repeats"] * len(prompts),
+                       total_scheduled=len(model_names) * cfg.run.repeats * len(prompts),
                        sweep_cells=cells, sweep_recommendations=recs,
                        prompts=prompt_list, responses=responses, quality=quality,
                        cards=_cards(models), loading=_loading(models),
                        memory_budget_bytes=_budget(cfg.run.memory_budget))
 
 
-def _quality_responses(store: Store, items: dict, quality) -> list[dict[str, Any]]:
+def _quality_responses(store: Store, items: dict[str, Any], quality: QualityAnalysis
+                       ) -> list[dict[str, Any]]:
     out = []
     for a in store.answers():
-        if a["item_id"] not in items:
+        if a.item_id not in items:
             continue
-        m = json.loads(a["metrics_json"])
-        grade = quality.grades_by_answer.get((a["model"], a["item_id"], a["repeat"])) or {}
+        m = a.metrics
+        grade = quality.grades_by_answer.get(a.key)
         out.append({
-            "model": a["model"], "prompt_id": a["item_id"],
-            "category": items[a["item_id"]].category, "repeat": a["repeat"],
-            "phase": "quality", "setting": "", "answer": a["answer"],
-            "reasoning": a["reasoning"], "outcome": a["outcome"],
+            "model": a.model, "prompt_id": a.item_id,
+            "category": items[a.item_id].category, "repeat": a.repeat,
+            "phase": "quality", "setting": "", "answer": a.answer,
+            "reasoning": a.reasoning, "outcome": a.outcome,
             "finish_reason": m.get("finish_reason"),
             "decode_tokens_per_s": m.get("decode_tokens_per_s"), "ttft_s": m.get("ttft_s"),
             "chars_per_s": m.get("chars_per_s"), "output_tokens": m.get("output_tokens"),
             "reasoning_tokens": m.get("reasoning_tokens"),
-            "grade": grade.get("score"), "grade_status": grade.get("status"),
-            "judge_explanation": grade.get("explanation") or grade.get("detail"),
+            "grade": grade.score if grade else None,
+            "grade_status": grade.status if grade else None,
+            "judge_explanation": (grade.explanation or grade.detail) if grade else None,
         })
     return out
 
@@ -145,21 +149,20 @@ def _budget(text: str | None) -> int | None:
     return parse_size(text, "run.memory_budget")
 
 
-def _cards(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"model": m["name"], **json.loads(m["card_json"])} for m in models if m.get("card_json")]
+def _cards(models: list[ModelRow]) -> list[dict[str, Any]]:
+    return [{"model": m.name, **m.card} for m in models if m.card]
 
 
-def _loading(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _loading(models: list[ModelRow]) -> list[dict[str, Any]]:
     """Predicted beside observed buffers, per model, with the error of the prediction."""
     from kurabe.simulator.loadlog import ObservedBuffers
 
     out = []
     for m in models:
-        if not m.get("plan_json") and not m.get("observed_json"):
+        if not m.plan and not m.observed:
             continue
-        plan = json.loads(m["plan_json"]) if m.get("plan_json") else {}
-        observed = (ObservedBuffers.from_dict(json.loads(m["observed_json"]))
-                    if m.get("observed_json") else None)
+        plan = m.plan or {}
+        observed = ObservedBuffers.from_dict(m.observed) if m.observed else None
         rows = []
         for label, keys, obs_key in LOADING_ROWS:
             predicted = sum(plan[k] for k in keys if plan.get(k) is not None) if "error" not in plan \
@@ -170,9 +173,9 @@ def _loading(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
             error = (predicted - seen) / seen if predicted is not None and seen else None
             rows.append({"buffer": label, "predicted_bytes": predicted, "observed_bytes": seen,
                          "error": error})
-        settings = json.loads(m["settings_json"]) if m.get("settings_json") else {}
+        settings = m.settings
         out.append({
-            "model": m["name"], "rows": rows, "plan_error": plan.get("error"),
+            "model": m.name, "rows": rows, "plan_error": plan.get("error"),
             "ctx": settings.get("ctx"), "cache_type_k": settings.get("cache_type_k") or "f16",
             "cache_type_v": settings.get("cache_type_v") or "f16",
             "layers_offloaded": (f"{observed.layers_offloaded}/{observed.layers_offloadable}"
@@ -186,9 +189,8 @@ def _loading(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _response(row: RequestRow, categories: dict[str, str]) -> dict[str, Any]:
     """One stored answer, split as the metrics split it (reasoning kept apart)."""
-    chunks = [(t, c, r) for t, c, r in row.record.get("chunks") or []]
-    content = "".join(c for _, c, _ in chunks)
-    server_reasoning = "".join(r for _, _, r in chunks)
+    record = row.stream()
+    content, server_reasoning = record.answer, record.reasoning
     fmt = row.metrics.get("reasoning_format")
     split = split_content(content, server_reasoning,
                           starts_in_reasoning=True if fmt == "think-opened" else None)

@@ -69,8 +69,8 @@ class Comparison:
             return f"{fast} has {factor:.2f}× lower {label} than {slow} ({ci})"
         return f"{fast} {verb} {factor:.2f}× faster than {slow} ({ci})"
 
-    def as_dict(self) -> dict:
-        return {"a": self.a, "b": self.b, "metric": self.metric, **self.ratio.as_dict(),
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "metric": self.metric, **self.ratio.to_dict(),
                 "sentence": self.sentence()}
 
 
@@ -79,7 +79,7 @@ class FairnessWarning:
     code: str
     message: str
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}
 
 
@@ -167,7 +167,7 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                 "output_length_mismatch",
                 f"output lengths differ by {max(la, lb) / min(la, lb) - 1:.0%}: {a} wrote "
                 f"{la:.0f} tokens ({ca:.0f} chars) on average, {b} {lb:.0f} tokens "
-                f"({cb:.0f} chars); use fixed-length mode (--fixed-length) to compare the same work",
+                f"({cb:.0f} chars); use fixed-length mode (run.fixed_length) to compare the same work",
             ))
 
     # 2. Reasoning share: thinking tokens are not answer tokens.

@@ -25,7 +25,7 @@ class Estimate:
     ci_high: float | None
     n: int
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 
@@ -43,7 +43,7 @@ class Ratio:
         """True when the interval excludes 1.0 (one side is faster)."""
         return self.ci_low is not None and (self.ci_low > 1.0 or self.ci_high < 1.0)
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return {**asdict(self), "decided": self.decided}
 
 
@@ -114,7 +114,7 @@ class MeanEstimate:
     ci_high: float | None
     n: int
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 

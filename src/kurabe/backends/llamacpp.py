@@ -1,4 +1,10 @@
-"""A managed llama.cpp server: started with the configured flags, logged, always stopped."""
+"""llama.cpp: a managed server (started with the configured flags, logged, always stopped),
+and an external llama-server, sharing one dialect.
+
+The dialect: ``cache_prompt: false`` so repeats measure the same work, a per-request
+reasoning token budget (``reasoning_budget_tokens``), and the model's own tokenizer
+(``/tokenize``) for counting reasoning and answer tokens.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
-from kurabe.backends.base import Endpoint, EngineError, EngineInfo
+from kurabe.backends.base import Backend, EngineError, register
+from kurabe.backends.openai import OpenAIEndpoint
+from kurabe.records import ChatRequest, EngineInfo, Endpoint
+
+if TYPE_CHECKING:
+    from kurabe.config import ModelConfig
+    from kurabe.modelfiles.resolve import ResolvedModel
 
 XLLAMACPP = "xllamacpp"
 # -lv 4 is the verbosity at which llama.cpp logs its buffer sizes (model, KV, compute).
@@ -58,8 +71,70 @@ def server_version(command: list[str]) -> str:
     return "; ".join(wanted or lines[:2]) or "unknown"
 
 
-class LlamaCppServer:
+class LlamaCppDialect(Backend):
+    """What llama-server understands beyond the OpenAI API."""
+
+    def request_body(self, req: ChatRequest) -> dict[str, Any]:
+        body = super().request_body(req)
+        # Repeats must measure the same work: never serve the prompt from llama.cpp's cache.
+        body["cache_prompt"] = False
+        body.update(req.extra_body)
+        return body
+
+    @classmethod
+    def reasoning_fields(cls, setting: str | int | None) -> dict[str, Any]:
+        if setting is None:
+            return {}
+        if setting == "off":
+            return {"chat_template_kwargs": {"enable_thinking": False},
+                    "reasoning_budget_tokens": 0}
+        if setting == "unlimited":
+            return {"chat_template_kwargs": {"enable_thinking": True},
+                    "reasoning_budget_tokens": -1}
+        if isinstance(setting, int):
+            return {"chat_template_kwargs": {"enable_thinking": setting > 0},
+                    "reasoning_budget_tokens": setting}
+        return super().reasoning_fields(setting)
+
+    async def count_tokens(self, http: httpx.AsyncClient, text: str) -> int | None:
+        """Tokens of ``text`` by the model's own tokenizer (llama.cpp's /tokenize)."""
+        if not text:
+            return None
+        for _attempt in range(2):  # a pooled connection the server closed: retry once
+            try:
+                resp = await http.post(f"{self.endpoint.server_root}/tokenize",
+                                       json={"content": text, "add_special": False})
+                if resp.status_code != 200:
+                    return None
+                return len(resp.json().get("tokens") or [])
+            except httpx.RemoteProtocolError:
+                continue
+            except (httpx.HTTPError, ValueError):
+                return None
+        return None
+
+
+@register
+class LlamaCppEndpoint(LlamaCppDialect, OpenAIEndpoint):
+    """A llama-server somebody else runs."""
+
+    kind = "llama-server"
+    label = "llama.cpp"
+
+    @classmethod
+    def probe(cls, http: httpx.Client, root: str) -> str | None:
+        # llama-server answers /props with its build; other servers do not.
+        resp = http.get(f"{root}/props")
+        if resp.status_code == 200 and "build_info" in resp.text:
+            return str(resp.json().get("build_info"))
+        return None
+
+
+@register
+class LlamaCppServer(LlamaCppDialect):
     """One llama.cpp server process for one model."""
+
+    kind = "llama.cpp"
 
     def __init__(
         self,
@@ -88,8 +163,8 @@ class LlamaCppServer:
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
         self._api_key = api_key
-        self._proc: subprocess.Popen | None = None
-        self._log_fh = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_fh: IO[bytes] | None = None
         self.port = free_port()
         self._program = server_command(server)
         self._version: str | None = None
@@ -117,6 +192,22 @@ class LlamaCppServer:
             args += ["--chat-template-file", str(template_path)]
         self.args = args + list(extra_args or [])
 
+    @classmethod
+    def from_config(cls, model: ModelConfig, resolved: ResolvedModel, log_dir: Path
+                    ) -> LlamaCppServer:
+        eng = model.engine
+        if resolved.file_path is None:
+            raise EngineError(f"model '{model.name}': a managed llama.cpp server needs a "
+                              f"GGUF file, not {model.source}")
+        return cls(
+            model.name, resolved.file_path, server=eng.server, ctx=eng.ctx,
+            cache_type_k=eng.cache_type_k, cache_type_v=eng.cache_type_v,
+            flash_attn=eng.flash_attn, threads=eng.threads, parallel=eng.parallel, ngl=eng.ngl,
+            extra_args=eng.extra_args, chat_template=resolved.chat_template,
+            reasoning_format=eng.reasoning_format, reasoning_budget=eng.reasoning_budget,
+            log_path=log_dir / f"{model.name}.log", startup_timeout_s=eng.startup_timeout_s,
+        )
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Endpoint:
@@ -138,15 +229,12 @@ class LlamaCppServer:
         except BaseException:
             self.stop()
             raise
-        return self.endpoint()
+        return self.endpoint
 
+    @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(
-            base_url=f"http://127.0.0.1:{self.port}/v1",
-            engine_kind="llama.cpp",
-            model_id=self.name,
-            api_key=self._api_key,
-        )
+        return Endpoint(base_url=f"http://127.0.0.1:{self.port}/v1", model_id=self.name,
+                        api_key=self._api_key)
 
     def _wait_healthy(self) -> None:
         assert self._proc is not None

@@ -66,7 +66,7 @@ class JapaneseRatio:
     han: int
     latin: int
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 
@@ -110,7 +110,7 @@ class LanguageCheck:
     passed: bool | None   # None when the answer is too short to tell
     reason: str
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 
@@ -175,7 +175,7 @@ class LengthCheck:
     max_chars: int | None
     passed: bool | None  # None when no bound was given
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 
@@ -198,7 +198,7 @@ class EmptyCheck:
     chars: int  # what is left after removing whitespace and invisible format characters
     passed: bool
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 
@@ -292,7 +292,7 @@ class RefusalMatch:
     start: int  # where it matched, in characters of the folded answer
     text: str
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 
@@ -307,7 +307,7 @@ class RefusalCheck:
     outcome: str | None = None
     reason: str = ""
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 

@@ -146,7 +146,7 @@ class CutoffEstimate:
     months: list[MonthRow] = field(default_factory=list)
     rule: str = ""
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         data = asdict(self)
         for row, obj in zip(data["months"], self.months):
             row["share_correct"] = obj.share_correct

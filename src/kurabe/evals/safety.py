@@ -41,7 +41,7 @@ class SafetyRates:
     decline: SafetyCounts = field(default_factory=SafetyCounts)
     benign: SafetyCounts = field(default_factory=SafetyCounts)
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from kurabe import KurabeError
+from kurabe.records import SuiteItem
 
 BUILTIN_SUITES = ("ja_core", "en_core", "code", "cutoff", "safety")
 CATEGORIES: dict[str, str] = {
@@ -54,22 +54,6 @@ MT_BENCH_CATEGORIES = {"writing": "creative", "roleplay": "creative", "reasoning
                        "stem": "knowledge", "humanities": "knowledge"}
 _AC_META_KEYS = ("risk-area", "harm-type", "specific-harm", "risk_area", "harm_type")
 _DATE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
-@dataclass
-class SuiteItem:
-    id: str
-    category: str
-    lang: str
-    turns: list[str]
-    suite: str
-    reference: str | None = None   # for the whole conversation (per-turn ones are joined)
-    rubric: str | None = None
-    checks: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Bad(Exception):

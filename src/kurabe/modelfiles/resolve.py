@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kurabe import KurabeError
 from kurabe.modelfiles.builtin import _cache_dir, builtin_model, builtin_path
@@ -25,6 +26,7 @@ class ResolvedModel:
     architecture: str | None = None
     chat_template: str | None = None  # supplied by kurabe (built-in) or the config
     gguf_chat_template: str | None = None  # the one the file carries
+    header: Any = None  # the GGUF header (read once: card, plan and facts all come from it)
 
 
 def file_sha256(path: Path) -> str:
@@ -55,7 +57,7 @@ def file_sha256(path: Path) -> str:
 
 def resolve_model(name: str, source: str, kind: str, chat_template_file: str | None = None
                   ) -> ResolvedModel:
-    if kind == "endpoint":
+    if kind in ("endpoint", "scripted"):
         return ResolvedModel(name=name, source=source, kind=kind)
     template = None
     if kind == "builtin":
@@ -80,5 +82,5 @@ def resolve_model(name: str, source: str, kind: str, chat_template_file: str | N
         name=name, source=source, kind=kind, file_path=path, file_bytes=path.stat().st_size,
         file_sha256=file_sha256(path), quant=header.file_type_name,
         architecture=header.architecture, chat_template=template,
-        gguf_chat_template=header.get("tokenizer.chat_template"),
+        gguf_chat_template=header.get("tokenizer.chat_template"), header=header,
     )

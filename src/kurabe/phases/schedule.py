@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -15,8 +16,17 @@ class Scheduled:
     setting: str | int | None = None  # reasoning setting (sweep requests)
 
 
+class SweepPlan(NamedTuple):
+    """The reasoning sweep: these models answer these prompts at each setting."""
+
+    models: list[str]
+    prompt_ids: list[str]
+    settings: list[str | int]
+    repeats: int
+
+
 def build_schedule(models: list[str], prompt_ids: list[str], repeats: int, warmup: int,
-                   sweep: tuple[list[str], list[str], list, int] | None = None
+                   sweep: SweepPlan | tuple[list[str], list[str], list[str | int], int] | None = None
                    ) -> list[Scheduled]:
     """Deterministic, so a resumed run knows exactly which requests are still missing.
 

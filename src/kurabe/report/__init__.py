@@ -44,8 +44,10 @@ def write_exports(store: Store, run_dir: Path) -> list[Path]:
 def render_run(run_dir: str | Path) -> tuple[RunAnalysis, list[Path]]:
     """Re-render every output of a run folder from its store alone."""
     run_dir = Path(run_dir)
+    from kurabe.orchestrator import run_snapshot
+
     with Store.open(run_dir) as store:
-        analysis = analyse_run(store)
+        analysis = analyse_run(store, run_snapshot(store))
         written = write_exports(store, run_dir)
     md = run_dir / "report.md"
     md.write_text(render_markdown(analysis), encoding="utf-8")

@@ -90,10 +90,9 @@ def _env() -> jinja2.Environment:
 def render_html(a: RunAnalysis) -> str:
     script = resources.files("kurabe.report").joinpath("viewer.js").read_text("utf-8")
     data = {"models": a.speed.models, "prompts": a.prompts, "responses": a.responses}
-    settings = {m["name"]: json.loads(m["settings_json"]) if m.get("settings_json")
-                else m.get("engine", {}) for m in a.models}
+    settings = {m.name: m.settings for m in a.models}
     return _env().get_template("report.html.j2").render(
-        a=a, run=a.run, machine=a.run["machine"], cfg=a.config, models=a.models,
+        a=a, run=a.run, machine=a.run.machine, cfg=a.config, models=a.models,
         settings=settings, speed=a.speed, metrics=SUMMARY_METRICS, metric_docs=METRIC_DOCS,
         speed_charts=[_markup(svg) for svg in _speed_charts(a)],
         loading_chart=_markup(_loading_chart(a)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 
 import jinja2
@@ -61,10 +60,9 @@ def _env() -> jinja2.Environment:
 
 
 def render_markdown(a: RunAnalysis) -> str:
-    settings = {m["name"]: json.loads(m["settings_json"]) if m.get("settings_json") else m.get("engine", {})
-                for m in a.models}
+    settings = {m.name: m.settings for m in a.models}
     return _env().get_template("report.md.j2").render(
-        a=a, run=a.run, machine=a.run["machine"], cfg=a.config, models=a.models,
+        a=a, run=a.run, machine=a.run.machine, cfg=a.config, models=a.models,
         settings=settings, speed=a.speed, metrics=SUMMARY_METRICS, metric_docs=METRIC_DOCS,
         measured_count=len(a.measured),
     )

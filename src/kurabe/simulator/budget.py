@@ -14,11 +14,11 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb"
           "tib": 2**40}
 
 
-def parse_size(text: str, flag: str = "--budget") -> int:
+def parse_size(text: str, what: str = "memory budget") -> int:
     """'48GiB', '48 GB', '512MiB', '1e9' -> bytes (GB = 10^9, GiB = 2^30)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
-        raise KurabeError(f"{flag} {text!r}: expected a size such as 48GiB, 48GB or 512MiB")
+        raise KurabeError(f"{what} {text!r}: expected a size such as 48GiB, 48GB or 512MiB")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
@@ -49,7 +49,7 @@ def plan_model(spec: str, *, ctx: int = 4096, cache_type_k: str = "f16", cache_t
 def rank_quants(spec: str, quants: list[str], *, budget: str, **settings) -> dict[str, Any]:
     """Plan each quant; the recommendation is the largest file whose total fits the budget."""
     if not budget:
-        raise KurabeError("--quants needs --budget (e.g. --budget 48GiB)")
+        raise KurabeError("ranking quants needs a memory budget (e.g. 48GiB)")
     rows = [plan_model(spec, quant=q, budget=budget, **settings) for q in quants]
     rows.sort(key=lambda r: r["file_bytes"] or 0)
     fitting = [r for r in rows if r["fits"]]

@@ -1,0 +1,230 @@
+"""An in-process scripted backend: replays answers as a real SSE stream, with set timing.
+
+The fast seam for testing everything above the backends (schedule, resume, failure
+accounting, sweeps, quality stages) without a server process. The client talks to it through
+an ``httpx`` transport, so the same SSE parsing, timing and error handling run as against a
+real server; only the network is missing.
+
+A script is registered under a name and used as ``source = "scripted:NAME"``. It maps each
+request body to a ``ScriptedReply``: text streamed one chunk per token (a string is split
+into characters, a list is taken as the tokens), optional reasoning before it, a finish
+reason, the delay before the first chunk and between chunks, or a fault (an HTTP error, a
+dropped connection, an engine that dies). The backend keeps its own clock for each reply and
+reports it as llama.cpp's ``timings`` would, so figures can be checked against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from kurabe import KurabeError
+from kurabe.backends.base import Backend, register
+from kurabe.records import EngineInfo, Endpoint
+
+if TYPE_CHECKING:
+    from kurabe.config import ModelConfig
+    from kurabe.modelfiles.resolve import ResolvedModel
+
+
+@dataclass
+class ScriptedReply:
+    content: str | Sequence[str] = ""
+    reasoning: str | Sequence[str] = ""
+    finish_reason: str = "stop"
+    first_token_s: float = 0.0  # delay before the first chunk (prompt processing)
+    token_s: float = 0.0  # delay between chunks
+    http_status: int = 200  # != 200: answer with this status and ``error_body``
+    error_body: str = "scripted error"
+    drop: bool = False  # close the connection before answering
+    die: bool = False  # the engine dies: this request and every later one fails
+
+    def tokens(self) -> tuple[list[str], list[str]]:
+        def split(x: str | Sequence[str]) -> list[str]:
+            return list(x) if isinstance(x, str) else [str(t) for t in x]
+
+        return split(self.reasoning), split(self.content)
+
+
+Script = Callable[[dict[str, Any]], ScriptedReply]
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    content = users[-1].get("content", "") if users else ""
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _reply_list(replies: Sequence[ScriptedReply]) -> Script:
+    """Replies in turn (the last one repeats)."""
+    state = {"n": 0}
+
+    def script(_body: dict[str, Any]) -> ScriptedReply:
+        i = min(state["n"], len(replies) - 1)
+        state["n"] += 1
+        return replies[i]
+
+    return script
+
+
+_SCRIPTS: dict[str, Script] = {
+    # Echoes the last user message (at most max_tokens characters), 1 ms a token.
+    "echo": lambda body: ScriptedReply(
+        content=last_user_text(body)[: int(body.get("max_tokens") or 64)], token_s=0.001),
+}
+
+
+def register_script(name: str, script: Script | ScriptedReply | Sequence[ScriptedReply]) -> str:
+    """Make ``scripted:NAME`` available in this process; returns the source string."""
+    if isinstance(script, ScriptedReply):
+        reply = script
+        _SCRIPTS[name] = lambda _body: reply
+    elif callable(script):
+        _SCRIPTS[name] = script
+    else:
+        _SCRIPTS[name] = _reply_list(list(script))
+    return f"scripted:{name}"
+
+
+def unregister_script(name: str) -> None:
+    _SCRIPTS.pop(name, None)
+
+
+def script_of(source: str) -> Script:
+    name = source.removeprefix("scripted:")
+    try:
+        return _SCRIPTS[name]
+    except KeyError:
+        raise KurabeError(f"{source}: no scripted model of that name in this process (known: "
+                          + ", ".join(sorted(_SCRIPTS)) + ")") from None
+
+
+@dataclass
+class ScriptedServer:
+    """The server side: what was asked, and the server's own clock for each answer."""
+
+    script: Script
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    dead: bool = False
+
+    def _sse(self, payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+    async def stream(self, reply: ScriptedReply, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        reasoning, content = reply.tokens()
+        limit = int(body.get("max_tokens") or 1 << 30)
+        tokens = [("reasoning", t) for t in reasoning] + [("content", t) for t in content]
+        finish = reply.finish_reason
+        if len(tokens) > limit:
+            tokens, finish = tokens[:limit], "length"
+        t0 = time.perf_counter()
+        if reply.first_token_s:
+            await asyncio.sleep(reply.first_token_s)
+        t_first = t_last = None
+        yield self._sse({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        for i, (kind, text) in enumerate(tokens):
+            if i and reply.token_s:
+                await asyncio.sleep(reply.token_s)
+            t_last = time.perf_counter()
+            t_first = t_first or t_last
+            field_name = "reasoning_content" if kind == "reasoning" else "content"
+            yield self._sse({"choices": [{"index": 0, "delta": {field_name: text}}]})
+        prompt_n = sum(len(str(m.get("content", ""))) for m in body.get("messages") or [])
+        n = len(tokens)
+        predicted_ms = ((t_last - t_first) * 1000) if t_first and t_last else 0.0
+        prompt_ms = ((t_first or time.perf_counter()) - t0) * 1000
+        timings = {"prompt_n": prompt_n, "prompt_ms": prompt_ms,
+                   "prompt_per_second": prompt_n / (prompt_ms / 1000) if prompt_ms else None,
+                   "predicted_n": n, "predicted_ms": predicted_ms,
+                   "predicted_per_second": ((n - 1) / (predicted_ms / 1000)
+                                            if n > 1 and predicted_ms else None),
+                   "cache_n": 0}
+        yield self._sse({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                         "usage": {"prompt_tokens": prompt_n, "completion_tokens": n,
+                                   "total_tokens": prompt_n + n},
+                         "timings": timings})
+        yield b"data: [DONE]\n\n"
+
+
+class _Transport(httpx.AsyncBaseTransport):
+    def __init__(self, server: ScriptedServer) -> None:
+        self.server = server
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if self.server.dead:
+            raise httpx.ConnectError("scripted engine is not running", request=request)
+        if path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "scripted"}]})
+        body = json.loads(await request.aread() or b"{}")
+        if path.endswith("/tokenize"):
+            return httpx.Response(200, json={"tokens": list(range(len(body.get("content", ""))))})
+        if not path.endswith("/chat/completions"):
+            return httpx.Response(404, text="not found")
+        self.server.requests.append(body)
+        reply = self.server.script(body)
+        if reply.die:
+            self.server.dead = True
+        if reply.die or reply.drop:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                            request=request)
+        if reply.http_status != 200:
+            return httpx.Response(reply.http_status, text=reply.error_body)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=_Stream(self.server.stream(reply, body)))
+
+
+class _Stream(httpx.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+
+
+@register
+class ScriptedBackend(Backend):
+    kind = "scripted"
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.server = ScriptedServer(script_of(source))
+        self._started = False
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, resolved: ResolvedModel, log_dir: Path
+                    ) -> ScriptedBackend:
+        return cls(model.name, model.source)
+
+    def start(self) -> Endpoint:
+        self._started = True
+        return self.endpoint
+
+    def stop(self) -> None:
+        self._started = False
+
+    def alive(self) -> bool:
+        return not self.server.dead
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(base_url=f"http://scripted.invalid/{self.name}/v1", model_id=self.name)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(kind="scripted (in-process)", version="kurabe scripted backend",
+                          command=None, base_url=self.endpoint.base_url)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return _Transport(self.server)
+
+    async def count_tokens(self, http: httpx.AsyncClient, text: str) -> int | None:
+        return len(text) if text else None  # one token per character, as it streams them

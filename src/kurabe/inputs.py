@@ -1,0 +1,58 @@
+"""What a run is given, resolved once: the run's snapshot.
+
+When a run is created, its prompts (from ``[[prompts]]`` or a prompt set), its quality items
+(loaded and sampled from the suites) and the judge's instructions are resolved and stored in
+the run's own SQLite file beside the full config. ``report``, resume, ``judge`` and
+``compare`` then read the snapshot and never the files it came from, so a run folder copied
+anywhere is complete.
+"""
+
+from __future__ import annotations
+
+from kurabe import KurabeError
+from kurabe.config import PromptConfig, ShootoutConfig
+from kurabe.records import Snapshot, SuiteItem
+
+
+def resolve_prompts(config: ShootoutConfig) -> list[PromptConfig]:
+    if config.prompts:
+        return config.prompts
+    if not config.run.prompt_set:
+        raise KurabeError("no prompts: add [[prompts]] or set run.prompt_set")
+    from kurabe.phases.prompts import load_prompt_set
+
+    return load_prompt_set(config.run.prompt_set)
+
+
+def resolve_suite_items(config: ShootoutConfig) -> list[SuiteItem]:
+    q = config.quality
+    if q is None:
+        return []
+    from kurabe.evals.suites import load_suite, sample_items
+
+    items: list[SuiteItem] = []
+    for spec in q.suites:
+        items.extend(load_suite(spec))
+    if q.per_category:
+        items = sample_items(items, per_category=q.per_category, seed=q.seed)
+    return items
+
+
+def build_snapshot(config: ShootoutConfig) -> Snapshot:
+    """Read every input file now (errors name the file), before anything is created."""
+    from kurabe.evals.judge import judge_prompts
+
+    return Snapshot(
+        config=config.model_dump(mode="json"),
+        prompts=[p.model_dump(mode="json") for p in resolve_prompts(config)],
+        suite_items=[i.to_dict() for i in resolve_suite_items(config)],
+        judge_prompts=judge_prompts() if config.quality is not None else {},
+    )
+
+
+def prompts_of(snapshot: Snapshot) -> list[PromptConfig]:
+    return [PromptConfig.model_validate(p) for p in snapshot.prompts]
+
+
+def items_of(snapshot: Snapshot) -> list[SuiteItem]:
+    return [SuiteItem.from_dict(i) for i in snapshot.suite_items]

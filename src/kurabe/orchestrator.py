@@ -1,0 +1,224 @@
+"""The orchestrator: one run folder, one event loop, engines and signals in one place.
+
+A run is created from a config (its inputs are resolved into the snapshot first, so bad
+input fails before anything is written) or reopened from its folder alone. ``execute``
+starts the backends the pending work needs, runs the phases in order (speed and sweep,
+quality generation, checks, judging) and stops every backend it started on success, error,
+Ctrl-C or SIGTERM. Each phase stores its results as they land, so an interrupted run is
+finished by executing it again: only the missing work is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kurabe import KurabeError, __version__
+from kurabe.backends.base import Backend, EngineError, create_backend
+from kurabe.client import ChatClient
+from kurabe.config import ModelConfig, ShootoutConfig
+from kurabe.inputs import build_snapshot
+from kurabe.modelfiles.resolve import ResolvedModel
+from kurabe.phases import Phase, PhaseContext, ProgressHook, no_progress
+from kurabe.phases.quality import quality_phases
+from kurabe.phases.speed import EngineDied, SpeedPhase, sweep_plan
+from kurabe.records import ModelRow, RunRow, Snapshot
+from kurabe.store import Store
+
+
+class RunTerminated(Exception):
+    """The run was stopped by SIGTERM (everything stored so far is kept)."""
+
+
+def run_snapshot(store: Store) -> Snapshot:
+    """The run's snapshot. A run made before snapshots existed gets one now, resolved from
+    its config's files, and keeps it."""
+    snapshot = store.snapshot()
+    if snapshot is None:
+        snapshot = build_snapshot(ShootoutConfig.from_json(store.run().config_json))
+        store.write_snapshot(snapshot)
+    return snapshot
+
+
+class Orchestrator:
+    """Runs one run folder's phases to completion."""
+
+    def __init__(self, run_dir: Path, store: Store, progress: ProgressHook | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.store = store
+        self.progress = progress or no_progress
+        self.snapshot = run_snapshot(store)
+        self.config = ShootoutConfig.model_validate(self.snapshot.config)
+        self.phases: list[Phase] = [SpeedPhase(self.config, self.snapshot),
+                                    *quality_phases(self.config, self.snapshot)]
+        self._terminated = False
+        self._resolved: dict[str, ResolvedModel] = {}  # models already resolved (at creation)
+
+    # -- creating and reopening ------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: ShootoutConfig, run_dir: Path, *, command: list[str] | None = None,
+               progress: ProgressHook | None = None) -> Orchestrator:
+        """A new run folder. Every input is read and every model file checked first."""
+        from kurabe.machine import machine_info
+        from kurabe.modelfiles.resolve import resolve_model
+
+        snapshot = build_snapshot(config)
+        sweep_plan(config, [p["id"] for p in snapshot.prompts])
+        resolved = {m.name: resolve_model(m.name, m.source, m.kind, m.engine.chat_template_file)
+                    for m in [*config.models, *config.judges]}
+        store = Store.create(run_dir)
+        store.write_run(RunRow(
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            kurabe_version=__version__,
+            command=shlex.join(command if command is not None else sys.argv),
+            config_json=config.to_json(), machine=machine_info(), status="running"))
+        store.write_snapshot(snapshot)
+        run = cls(run_dir, store, progress)
+        run._resolved = resolved
+        return run
+
+    @classmethod
+    def reopen(cls, run_dir: Path, progress: ProgressHook | None = None) -> Orchestrator:
+        return cls(run_dir, Store.open(run_dir), progress)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def pending(self) -> dict[str, int]:
+        return {phase.name: phase.pending(self.store) for phase in self.phases}
+
+    def execute(self) -> None:
+        """Run every phase's missing work. Raises KeyboardInterrupt / RunTerminated when
+        stopped, EngineError when an engine fails; the store is left consistent in all cases."""
+        try:
+            asyncio.run(self._main())
+            self.store.set_status("complete")
+        except (KeyboardInterrupt, RunTerminated):
+            self.store.set_status("interrupted")
+            self.store.add_event("interrupted", "stopped by the user")
+            raise
+        except KurabeError as exc:
+            self.store.set_status("failed")
+            self.store.add_event("engine_error" if isinstance(exc, EngineError) else "error",
+                                 str(exc))
+            raise
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_sigterm() -> None:
+            self._terminated = True
+            task.cancel()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)  # main thread only
+        try:
+            await self._run_phases()
+        except asyncio.CancelledError:
+            if self._terminated:
+                raise RunTerminated("terminated by SIGTERM") from None
+            raise
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    async def _run_phases(self) -> None:
+        needed: list[str] = []
+        for phase in self.phases:
+            needed += [m for m in phase.models_needed(self.store) if m not in needed]
+        if not any(self.pending().values()):
+            return
+        ctx = PhaseContext(store=self.store, config=self.config, snapshot=self.snapshot,
+                           run_dir=self.run_dir, progress=self.progress)
+        async with contextlib.AsyncExitStack() as stack:
+            wanted = [m for m in [*self.config.models, *self.config.judges] if m.name in needed]
+            for i, model in enumerate(wanted):
+                self.progress(f"starting {model.name}", i, len(wanted))
+                backend = await self._start(model, ctx)
+                stack.callback(backend.stop)
+                client = ChatClient(backend, timeout_s=self.config.run.request_timeout_s)
+                stack.push_async_callback(client.aclose)
+                ctx.backends[model.name], ctx.clients[model.name] = backend, client
+            for phase in self.phases:
+                if phase.pending(self.store):
+                    await phase.run(ctx)
+                    self._check_alive(ctx, phase)
+
+    async def _start(self, model: ModelConfig, ctx: PhaseContext) -> Backend:
+        from kurabe.modelfiles.resolve import resolve_model
+        from kurabe.thinking import template_opens_thinking
+
+        resolved = self._resolved.get(model.name) or resolve_model(
+            model.name, model.source, model.kind, model.engine.chat_template_file)
+        template = resolved.chat_template or resolved.gguf_chat_template
+        ctx.starts_in_reasoning[model.name] = (
+            template_opens_thinking(template) if template else None)
+        backend = create_backend(model, resolved, self.run_dir / "engines")
+        try:
+            await asyncio.to_thread(backend.start)
+        except BaseException:
+            backend.stop()
+            raise
+        self.store.upsert_model(self._model_row(model, resolved, backend))
+        self.store.add_event("engine_started", f"{model.name}: {backend.info().version}")
+        return backend
+
+    def _check_alive(self, ctx: PhaseContext, phase: Phase) -> None:
+        dead = [n for n, b in ctx.backends.items() if not b.alive()]
+        if dead:
+            raise EngineDied(
+                f"model '{dead[0]}': the engine exited during the {phase.name} phase. "
+                "Everything stored so far is kept; the run can be resumed.")
+
+    def _model_row(self, model: ModelConfig, resolved: ResolvedModel, backend: Backend
+                   ) -> ModelRow:
+        from kurabe.modelfiles.card import model_card
+
+        info = backend.info()
+        row = ModelRow(
+            name=model.name, source=model.source, kind=model.kind,
+            settings=model.engine.model_dump(mode="json"),
+            file_path=str(resolved.file_path) if resolved.file_path else None,
+            file_bytes=resolved.file_bytes, file_sha256=resolved.file_sha256,
+            quant=resolved.quant, architecture=resolved.architecture,
+            engine_kind=info.kind, engine_version=info.version, engine_command=info.command,
+            engine_base_url=info.base_url,
+            engine_log=(str(Path(info.log_path).relative_to(self.run_dir))
+                        if info.log_path else None))
+        if resolved.header is not None:
+            row.card = model_card(resolved.header, model.source, "gguf").to_dict()
+            row.plan = self._plan(model, resolved)
+        if info.log_path:
+            from kurabe.simulator.loadlog import parse_load_log_file
+
+            observed = parse_load_log_file(info.log_path)
+            if not observed.empty:
+                row.observed = observed.to_dict()
+        return row
+
+    @staticmethod
+    def _plan(model: ModelConfig, resolved: ResolvedModel) -> dict[str, Any]:
+        """The memory plan for the settings this engine was started with. A model the
+        planner cannot handle still runs: the plan records why it is missing."""
+        from kurabe.machine import machine_info
+        from kurabe.simulator.memory import plan_memory
+
+        eng = model.engine
+        try:
+            # The xllamacpp wheel is a CPU build: everything stays in host memory.
+            gpu = eng.server != "xllamacpp" and bool(machine_info()["gpus"])
+            plan = plan_memory(resolved.header, ctx=eng.ctx,
+                               cache_type_k=eng.cache_type_k or "f16",
+                               cache_type_v=eng.cache_type_v or "f16", parallel=eng.parallel,
+                               ngl=eng.ngl, flash_attn=eng.flash_attn or "auto", gpu=gpu)
+            return plan.to_dict()
+        except KurabeError as exc:
+            return {"error": str(exc)}

@@ -1,0 +1,323 @@
+"""Typed records: everything that crosses a boundary between kurabe's parts.
+
+One module, one style (plain dataclasses, ``to_dict``/``from_dict`` where a record is stored
+as JSON). Backends hand out ``Endpoint`` and ``EngineInfo``; the client turns a
+``ChatRequest`` into a ``StreamRecord`` of timestamped ``Chunk``s; ``kurabe.metrics`` turns a
+record into ``SpeedMetrics``; the store takes and returns only the ``*Row`` types and the
+run's ``Snapshot``; the analysis reads only the store and these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+# -- talking to a server ---------------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    """Where requests go. The API key lives only in memory (never stored, never printed)."""
+
+    base_url: str  # ends with /v1
+    model_id: str | None = None  # the "model" field to send, when the server needs one
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def server_root(self) -> str:
+        return self.base_url.removesuffix("/").removesuffix("/v1")
+
+
+@dataclass
+class EngineInfo:
+    """What the store and the report record about a backend's engine (never a secret)."""
+
+    kind: str  # human-readable, e.g. "llama.cpp (xllamacpp wheel)"
+    version: str
+    command: list[str] | None
+    base_url: str
+    log_path: str | None = None
+    pid: int | None = None
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = 0
+    fixed_length: bool = False  # ignore EOS so every model generates max_tokens tokens
+    extra_body: JSON = field(default_factory=dict)
+
+    def to_dict(self) -> JSON:
+        return asdict(self)
+
+
+@dataclass
+class Chunk:
+    t_s: float  # seconds since the request was sent (monotonic clock)
+    content: str = ""
+    reasoning: str = ""
+
+
+@dataclass
+class StreamRecord:
+    """One streamed request as it happened: every figure is computed from this."""
+
+    sent_at_unix_s: float
+    chunks: list[Chunk] = field(default_factory=list)
+    t_done_s: float | None = None  # end of stream ([DONE] or connection close)
+    finish_reason: str | None = None
+    usage: JSON | None = None
+    timings: JSON | None = None  # llama.cpp's own clock for this request
+    http_status: int | None = None
+    error: str | None = None
+    attempts: int = 1
+
+    @property
+    def answer(self) -> str:
+        return "".join(c.content for c in self.chunks)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(c.reasoning for c in self.chunks)
+
+    def timed_chunks(self) -> list[tuple[float, str, str]]:
+        return [(c.t_s, c.content, c.reasoning) for c in self.chunks]
+
+    def to_dict(self) -> JSON:
+        data = asdict(self)
+        data["chunks"] = [[c.t_s, c.content, c.reasoning] for c in self.chunks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: JSON) -> StreamRecord:
+        data = dict(data)
+        data["chunks"] = [Chunk(t, c, r) for t, c, r in data.get("chunks") or []]
+        return cls(**data)
+
+
+@dataclass
+class SpeedMetrics:
+    """Per-request figures (definitions: docs/metrics.md, ``kurabe.metrics.METRIC_DOCS``)."""
+
+    ttft_s: float | None
+    first_answer_char_s: float | None
+    e2e_s: float | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    output_tokens_source: str  # "server" (usage/timings) or "chunks" (estimate: one per chunk)
+    prompt_tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+    itl_per_token_s: float | None
+    itl_per_chunk_median_s: float | None
+    n_chunks: int
+    answer_chars: int
+    answer_graphemes: int
+    answer_bytes: int
+    reasoning_chars: int
+    reasoning_share: float | None
+    chars_per_s: float | None
+    bytes_per_s: float | None
+    chars_per_token: float | None
+    finish_reason: str | None
+    length_capped: bool
+    cached_prompt_tokens: int | None
+    server_decode_tokens_per_s: float | None
+    server_prompt_tokens_per_s: float | None
+    # Reasoning (see kurabe.thinking): split, outcome and the two phases timed apart.
+    outcome: str = "answered"
+    reasoning_format: str = "none"
+    leaked_markers: list[str] | None = None
+    first_reasoning_s: float | None = None
+    thinking_s: float | None = None
+    reasoning_tokens: int | None = None
+    answer_tokens: int | None = None
+    reasoning_tokens_source: str | None = None  # server | tokenizer | estimate (chunks)
+    reasoning_decode_tokens_per_s: float | None = None
+    answer_decode_tokens_per_s: float | None = None
+
+    def to_dict(self) -> JSON:
+        return asdict(self)
+
+
+# -- what a run holds: one row type per table -----------------------------------------------
+
+
+def _known(cls: type, data: JSON) -> JSON:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class RunRow:
+    created_at: str
+    kurabe_version: str
+    command: str
+    config_json: str
+    machine: JSON
+    status: str  # running | complete | interrupted | failed
+    finished_at: str | None = None
+
+
+@dataclass
+class ModelRow:
+    """A model as it was served: file facts, engine, card, predicted and observed memory."""
+
+    name: str
+    source: str
+    kind: str  # builtin | file | endpoint | scripted
+    settings: JSON  # the model's engine settings (config)
+    file_path: str | None = None
+    file_bytes: int | None = None
+    file_sha256: str | None = None
+    quant: str | None = None
+    architecture: str | None = None
+    engine_kind: str | None = None
+    engine_version: str | None = None
+    engine_command: list[str] | None = None
+    engine_base_url: str | None = None
+    engine_log: str | None = None  # relative to the run folder
+    card: JSON | None = None
+    plan: JSON | None = None  # the memory plan, or {"error": ...} when the planner could not
+    observed: JSON | None = None  # buffers parsed from the engine's load log
+    updated_at: str | None = None
+
+    @classmethod
+    def blank(cls, name: str, source: str, kind: str) -> ModelRow:
+        """A configured model that was never started (no row stored)."""
+        return cls(name=name, source=source, kind=kind, settings={})
+
+
+@dataclass
+class RequestRow:
+    """One speed or sweep request, committed as it lands."""
+
+    seq: int
+    model: str
+    prompt_id: str
+    repeat: int
+    phase: str  # warmup | measure | sweep
+    status: str  # ok | error
+    error: str | None
+    sent_at_unix_s: float
+    request: JSON
+    record: JSON  # StreamRecord.to_dict()
+    metrics: JSON  # SpeedMetrics.to_dict()
+    setting: str = ""  # the reasoning setting of a sweep request
+
+    def stream(self) -> StreamRecord:
+        return StreamRecord.from_dict(self.record)
+
+
+@dataclass
+class AnswerRow:
+    """One quality answer (all turns of a multi-turn item)."""
+
+    model: str
+    item_id: str
+    suite: str
+    category: str
+    repeat: int
+    status: str  # ok | error
+    error: str | None
+    outcome: str | None
+    answer: str
+    reasoning: str
+    turns: list[JSON]  # [{question, answer, reasoning, record}]
+    metrics: JSON
+    stored_at: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.model, self.item_id, self.repeat)
+
+
+@dataclass
+class CheckRow:
+    """One deterministic or browser check of one answer."""
+
+    model: str
+    item_id: str
+    repeat: int
+    name: str
+    passed: bool | None = None
+    value: float | None = None
+    detail: str | None = None
+    stored_at: str | None = None
+
+
+@dataclass
+class GradeRow:
+    """One judge verdict: a single grade or one order of a pairwise comparison."""
+
+    judge: str
+    kind: str  # single | pairwise
+    item_id: str
+    repeat: int
+    model: str
+    status: str  # scored | unscored | skipped | error
+    model_b: str | None = None
+    position: str | None = None  # ab | ba (pairwise)
+    score: float | None = None
+    verdict: str | None = None  # A | B | tie (pairwise)
+    explanation: str | None = None
+    raw_output: str | None = None
+    judge_reasoning: str | None = None
+    detail: str | None = None
+    stored_at: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int, str, str, str]:
+        return (self.kind, self.item_id, self.repeat, self.model, self.model_b or "",
+                self.position or "")
+
+
+@dataclass
+class EventRow:
+    at: str
+    kind: str
+    detail: str
+
+
+@dataclass
+class SuiteItem:
+    """One quality item (``kurabe.evals.suites`` reads them; a run's snapshot keeps them)."""
+
+    id: str
+    category: str
+    lang: str
+    turns: list[str]
+    suite: str
+    reference: str | None = None  # for the whole conversation (per-turn ones are joined)
+    rubric: str | None = None
+    checks: JSON = field(default_factory=dict)
+    meta: JSON = field(default_factory=dict)
+
+    def to_dict(self) -> JSON:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: JSON) -> SuiteItem:
+        return cls(**_known(cls, data))
+
+
+@dataclass
+class Snapshot:
+    """Everything a run was given, resolved at creation: report, resume and judge read this,
+    never the files it came from."""
+
+    config: JSON  # the full resolved config (absolute paths)
+    prompts: list[JSON]  # the speed prompts ({id, text, category, lang, system})
+    suite_items: list[JSON] = field(default_factory=list)  # sampled quality items
+    judge_prompts: JSON = field(default_factory=dict)  # the judge's instructions and schemas
+
+    def to_dict(self) -> JSON:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: JSON) -> Snapshot:
+        return cls(**_known(cls, data))
