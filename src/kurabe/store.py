@@ -222,7 +222,9 @@ class Store:
     @classmethod
     def _open(cls, path: Path) -> Store:
         try:
-            conn = sqlite3.connect(path, isolation_level=None)  # explicit transactions
+            # check_same_thread off: blocking phases (browser checks) run on a worker thread
+            # while the event loop waits; the store is never used from two threads at once.
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
