@@ -21,4 +21,7 @@ demo: setup
 
 test: setup
 	bash scripts/ensure-chromium.sh
+	# Lint and types first: both are configured in pyproject.toml and must stay clean.
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest

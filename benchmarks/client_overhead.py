@@ -59,8 +59,8 @@ from importlib.metadata import version as pkg_version
 import httpx
 from httpx_sse import aconnect_sse
 
-from kurabe.client import ChatClient, ChatRequest, StreamRecord
 from kurabe.backends.base import Endpoint
+from kurabe.client import ChatClient, ChatRequest, StreamRecord
 
 HOST = "127.0.0.1"
 SERVER_LIFETIME_CAP_S = 600.0  # the server exits after this, whatever happens
@@ -221,7 +221,7 @@ async def _serve_main(conn, parent_pid: int) -> None:
     while not stop.is_set() and loop.time() < deadline and os.getppid() == parent_pid:
         try:
             await asyncio.wait_for(stop.wait(), timeout=0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     loop.remove_reader(conn.fileno())
     server.close()

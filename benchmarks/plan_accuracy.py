@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 from kurabe.backends.llamacpp import LlamaCppServer
-from kurabe.simulator.loadlog import parse_load_log_file
 from kurabe.modelfiles.builtin import builtin_path
 from kurabe.modelfiles.gguf_header import read_header
+from kurabe.simulator.loadlog import parse_load_log_file
 from kurabe.simulator.memory import plan_memory
 
 SETTINGS = [  # (builtin, ctx, cache K, cache V, parallel, flash attention)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,15 @@ import jinja2.sandbox
 import numpy as np
 import regex
 
-from tiny_models import (BASE_MERGES, DEFAULT_SPECIAL_TOKENS, TinyModel, bpe_text, model_layout,
-                         plain_text, write_model)
+from tiny_models import (
+    BASE_MERGES,
+    DEFAULT_SPECIAL_TOKENS,
+    TinyModel,
+    bpe_text,
+    model_layout,
+    plain_text,
+    write_model,
+)
 
 TT = gguf.TokenType
 
@@ -154,7 +162,7 @@ class BpeTokenizer:
         parts = list(word)
         while len(parts) > 1:
             ranked = [(self.rank.get((a, b), -1), i) for i, (a, b) in
-                      enumerate(zip(parts, parts[1:]))]
+                      enumerate(pairwise(parts))]
             ranked = [(r, i) for r, i in ranked if r >= 0]
             if not ranked:
                 break

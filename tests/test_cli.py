@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS, run_kurabe
 from kurabe.metrics import METRIC_DOCS
+
+from conftest import ARTIFACTS, run_kurabe
 
 pytestmark = pytest.mark.engine
 

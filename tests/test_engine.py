@@ -16,9 +16,9 @@ from kurabe.backends.llamacpp import LlamaCppEndpoint, LlamaCppServer
 from kurabe.backends.openai import OpenAIEndpoint
 from kurabe.client import ChatClient
 from kurabe.config import ModelConfig
+from kurabe.metrics import speed_metrics
 from kurabe.modelfiles.resolve import resolve_model
 from kurabe.records import ChatRequest
-from kurabe.metrics import speed_metrics
 
 pytestmark = pytest.mark.engine
 
@@ -61,7 +61,7 @@ def test_engine_log_holds_buffer_sizes_and_chunks_are_timestamped(smollm2_server
     log = server.log_path.read_text()
     assert "model buffer size" in log and "KV buffer size" in log
     assert "compute buffer size" in log
-    rec = _stream(endpoint, 1, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)[0]
+    rec = _stream(server, 1, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)[0]
     times = [c.t_s for c in rec.chunks]
     assert times == sorted(times) and times[0] > 0
     assert rec.t_done_s >= times[-1]

@@ -8,12 +8,24 @@ import re
 import pytest
 
 from kurabe import KurabeError
-from kurabe.evals.checks import (detect_refusal, is_empty, japanese_ratio, language_mismatch,
-                                 length_check, strip_code)
+from kurabe.evals.checks import (
+    detect_refusal,
+    is_empty,
+    japanese_ratio,
+    language_mismatch,
+    length_check,
+    strip_code,
+)
 from kurabe.evals.cutoff import accepted_pattern, classify_fact_answer, estimate_cutoff, fold
 from kurabe.evals.safety import safety_rates
-from kurabe.evals.suites import (BUILTIN_SUITES, CATEGORIES, HTML_APPS, load_suite,
-                                 parse_suite, sample_items)
+from kurabe.evals.suites import (
+    BUILTIN_SUITES,
+    CATEGORIES,
+    HTML_APPS,
+    load_suite,
+    parse_suite,
+    sample_items,
+)
 
 # -- Japanese share and language ----------------------------------------------------------
 

@@ -83,7 +83,7 @@ def _assert_matches_reader(header: GGUFHeader, reader: gguf.GGUFReader) -> None:
             assert got == field.contents(), key
 
     assert len(header.tensors) == len(reader.tensors)
-    for mine, theirs in zip(header.tensors, reader.tensors):
+    for mine, theirs in zip(header.tensors, reader.tensors, strict=True):
         assert mine.name == theirs.name
         # Both keep the dims in file order (ggml's ne0 first).
         assert mine.shape == tuple(int(d) for d in theirs.field.parts[3])

@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from kurabe.backends.llamacpp import LlamaCppServer
+from kurabe.modelfiles.builtin import builtin_path
+from kurabe.modelfiles.gguf_header import read_header
 from kurabe.simulator.loadlog import (
     MIB,
     ObservedBuffers,
@@ -27,8 +29,6 @@ from kurabe.simulator.loadlog import (
     parse_load_log_file,
     parse_load_logs,
 )
-from kurabe.modelfiles.builtin import builtin_path
-from kurabe.modelfiles.gguf_header import read_header
 
 import tiny_models as tm  # tests/ is on sys.path (pytest's rootdir-relative import)
 

@@ -7,6 +7,8 @@ import json
 import gguf
 import pytest
 
+from kurabe.simulator.budget import plan_model
+
 from conftest import run_kurabe
 from test_quantize import QWEN3_30B_A3B
 
@@ -67,6 +69,16 @@ def test_plan_ranks_quants_against_a_budget(tmp_path):
     none = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--ctx",
                       "65536", "--quants", "Q8_0", check=True).stdout
     assert "none of Q8_0 fits 20GiB" in none
+
+
+def test_plan_of_a_predicted_quant_with_host_layers(tmp_path):
+    # A predicted quant's tensors carry GGML type ids like a file's, so the CPU repack check
+    # of host-resident layers works (it once failed on the type names: int('Q4_K')).
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_30B_A3B))
+    cpu = plan_model(str(tmp_path / "config.json"), quant="Q4_K_M", gpu=False)
+    assert cpu["model_device_bytes"] == 0 and cpu["model_repack_bytes"] > 0
+    partial = plan_model(str(tmp_path / "config.json"), quant="Q4_K_M", ngl=10)
+    assert 0 < partial["model_repack_bytes"] < cpu["model_repack_bytes"]
 
 
 def test_plan_json_keys_and_max_ctx(smollm2_path):

@@ -18,7 +18,12 @@ import pytest
 from typer.testing import CliRunner
 
 from kurabe import api
-from kurabe.backends.scripted import ScriptedReply, last_user_text, register_script, unregister_script
+from kurabe.backends.scripted import (
+    ScriptedReply,
+    last_user_text,
+    register_script,
+    unregister_script,
+)
 from kurabe.cli import app
 from kurabe.config import load_config, parse_config
 from kurabe.orchestrator import Orchestrator, RunTerminated
@@ -50,7 +55,8 @@ def recorder(calls: list, label: str, reply=None):
         calls.append((label, last_user_text(body), body))
         if reply is not None:
             return reply(body)
-        return ScriptedReply(content=f"{label}の答えです。日本語で丁寧に説明します：{last_user_text(body)}")
+        text = last_user_text(body)
+        return ScriptedReply(content=f"{label}の答えです。日本語で丁寧に説明します：{text}")
     return fn
 
 

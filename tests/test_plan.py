@@ -23,10 +23,10 @@ import gguf
 import pytest
 
 from kurabe.backends.llamacpp import LlamaCppServer
-from kurabe.simulator.loadlog import MIB, ObservedBuffers, parse_load_log_file
 from kurabe.modelfiles.builtin import builtin_path
 from kurabe.modelfiles.gguf_header import read_header
 from kurabe.simulator.layout import FULL, NONE, RECURRENT, SWA, derive_layout
+from kurabe.simulator.loadlog import MIB, ObservedBuffers, parse_load_log_file
 from kurabe.simulator.memory import MemoryPlan, PlanError, plan_memory, row_bytes, tensor_bytes
 
 import tiny_models as tm  # tests/ is on sys.path

@@ -35,9 +35,10 @@ from pathlib import Path
 import gguf
 import pytest
 
-from conftest import run_kurabe
 from kurabe.evals import judge as J
 from kurabe.evals.codecheck import SUBCHECKS, XSS_CHECKS
+
+from conftest import run_kurabe
 from scripted_models import CHATML_TEMPLATE, write_fixture, write_scripted
 
 pytestmark = pytest.mark.engine
@@ -398,7 +399,7 @@ def test_code_checks_pass_the_correct_board_and_fail_only_xss_on_the_vulnerable_
 
     def cells(model):
         assert rows[model][:2] == [BBS_ID, "bbs"]
-        return dict(zip(names, rows[model][2:]))
+        return dict(zip(names, rows[model][2:], strict=False))
 
     want = {n: "pass" for n in names} | {"skipped": "–"}
     assert cells("coder") == want

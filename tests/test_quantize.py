@@ -106,7 +106,8 @@ def test_prediction_matches_llama_quantize(name, ftype, tmp_path_factory):
     order = "\n".join(t.name for t in pred.tensors)
     assert hashlib.sha256(order.encode()).hexdigest() == model["output_order_digest"]
     real_types = [CODES[c] for c in real["types"]]
-    mismatches = [(t.name, t.type, r) for t, r in zip(pred.tensors, real_types) if t.type != r]
+    mismatches = [(t.name, t.type, r) for t, r in zip(pred.tensors, real_types, strict=False)
+                  if t.type != r]
     assert not mismatches, f"{len(mismatches)} of {len(real_types)}: {mismatches[:8]}"
     # Exact: the header length is known and every tensor's size follows from its type.
     assert pred.file_bytes == real["file_bytes"]

@@ -4,8 +4,8 @@ import pytest
 
 from kurabe import KurabeError
 from kurabe.analysis.sweep import analyse_sweep
-from kurabe.config import parse_config
 from kurabe.backends.base import backend_class
+from kurabe.config import parse_config
 from kurabe.records import RequestRow
 
 

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from conftest import ARTIFACTS, run_kurabe
 from kurabe.config import ShootoutConfig
-from kurabe.report import render_run
 from kurabe.records import RequestRow, RunRow
+from kurabe.report import render_run
 from kurabe.store import Store
+
+from conftest import ARTIFACTS, run_kurabe
 
 pytestmark = pytest.mark.engine
 

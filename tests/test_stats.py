@@ -60,7 +60,7 @@ def test_paired_ratio_with_noise_around_one_is_undecided():
     r = paired_ratio(a, b)
     assert r.ci_low < 1.0 < r.ci_high
     assert not r.decided
-    expected = math.exp(sum(math.log(x / y) for x, y in zip(a, b)) / len(a))
+    expected = math.exp(sum(math.log(x / y) for x, y in zip(a, b, strict=True)) / len(a))
     assert r.ratio == pytest.approx(expected)
 
 

@@ -21,14 +21,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import run_kurabe
-from kurabe.client import ChatClient, ChatRequest
 from kurabe.backends.llamacpp import LlamaCppServer
+from kurabe.client import ChatClient, ChatRequest
 from kurabe.metrics import speed_metrics
 from kurabe.thinking import outcome, split_content, template_opens_thinking
-from scripted_models import (FIXTURES, HARMONY_ANSWER, HARMONY_REASONING, LOOP_REASONING,
-                             PLAIN_ANSWER, THINK_ANSWER, THINK_REASONING, write_fixtures,
-                             write_scripted)
+
+from conftest import run_kurabe
+from scripted_models import (
+    FIXTURES,
+    HARMONY_ANSWER,
+    HARMONY_REASONING,
+    LOOP_REASONING,
+    PLAIN_ANSWER,
+    THINK_ANSWER,
+    THINK_REASONING,
+    write_fixtures,
+    write_scripted,
+)
 
 engine = pytest.mark.engine
 PROMPT = [{"role": "user", "content": "日本の首都はどこですか？"}]

@@ -691,7 +691,7 @@ def write_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, arch)
     _add_metadata(writer, model.metadata)
-    for spec, values in zip(specs, arrays):
+    for spec, values in zip(specs, arrays, strict=True):
         writer.add_tensor(spec.name, values, raw_dtype=spec.ggml_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -2,8 +2,9 @@
 
 The only module that knows about SSE framing. What to send is the backend's business
 (``Backend.request_body``); the network is the backend's transport when it has one (the
-in-process scripted backend), else a real connection pool. Each request yields a ``StreamRecord`` holding
-everything the metrics are computed from, so any figure can be recomputed from the store.
+in-process scripted backend), else a real connection pool. Each request yields a
+``StreamRecord`` holding everything the metrics are computed from, so any figure can be
+recomputed from the store.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class ChatClient:
                     # (breaking off would close it, and the next request would pay a connect).
                     try:
                         await asyncio.wait_for(_drain(events), timeout=1.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
         except httpx.HTTPError as exc:
             record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -7,8 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kurabe import KurabeError
 
@@ -37,6 +36,18 @@ def parse_reasoning_setting(value: str | int) -> str | int:
     return text
 
 
+def source_kind(source: str) -> str:
+    """The one grammar of a model source: ``builtin:NAME``, ``scripted:NAME``, an http(s)
+    base URL (``endpoint``), else a path to a file (``file``)."""
+    if source.startswith("builtin:"):
+        return "builtin"
+    if source.startswith("scripted:"):
+        return "scripted"
+    if source.startswith(("http://", "https://")):
+        return "endpoint"
+    return "file"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
@@ -46,7 +57,8 @@ class EngineConfig(_Strict):
 
     # The backend by name (kurabe.backends): default llama.cpp for files, detected for URLs.
     backend: str | None = None
-    server: str = "xllamacpp"  # "xllamacpp" (installed with kurabe), "llama-server" on PATH, or a path
+    # "xllamacpp" (installed with kurabe), "llama-server" on PATH, or a path
+    server: str = "xllamacpp"
     ctx: Annotated[int, Field(ge=256)] = 4096
     cache_type_k: CacheType | None = None
     cache_type_v: CacheType | None = None
@@ -78,13 +90,7 @@ class ModelConfig(_Strict):
 
     @property
     def kind(self) -> str:
-        if self.source.startswith("builtin:"):
-            return "builtin"
-        if self.source.startswith("scripted:"):
-            return "scripted"
-        if self.source.startswith(("http://", "https://")):
-            return "endpoint"
-        return "file"
+        return source_kind(self.source)
 
 
 def _check_setting(value):

@@ -9,9 +9,14 @@ anywhere is complete.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kurabe import KurabeError
 from kurabe.config import PromptConfig, ShootoutConfig
 from kurabe.records import Snapshot, SuiteItem
+
+if TYPE_CHECKING:
+    from kurabe.store import Store
 
 
 def resolve_prompts(config: ShootoutConfig) -> list[PromptConfig]:
@@ -56,3 +61,13 @@ def prompts_of(snapshot: Snapshot) -> list[PromptConfig]:
 
 def items_of(snapshot: Snapshot) -> list[SuiteItem]:
     return [SuiteItem.from_dict(i) for i in snapshot.suite_items]
+
+
+def run_snapshot(store: Store) -> Snapshot:
+    """A run's snapshot. A run made before snapshots existed gets one now, resolved from its
+    config's files, and keeps it."""
+    snapshot = store.snapshot()
+    if snapshot is None:
+        snapshot = build_snapshot(ShootoutConfig.from_json(store.run().config_json))
+        store.write_snapshot(snapshot)
+    return snapshot

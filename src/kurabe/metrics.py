@@ -7,6 +7,7 @@ be recomputed later. A metric that the record cannot support is ``None``, never 
 from __future__ import annotations
 
 import unicodedata
+from itertools import pairwise
 
 import regex
 
@@ -73,8 +74,7 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
                          starts_in_reasoning=starts_in_reasoning)
     split = timed.split
     ttft = chunks[0].t_s if chunks else None
-    t_last = chunks[-1].t_s if chunks else None
-    window = (t_last - ttft) if chunks else None  # first token to last token
+    window = (chunks[-1].t_s - chunks[0].t_s) if chunks else None  # first token to last token
 
     prompt_tokens = (rec.usage or {}).get("prompt_tokens")
     if prompt_tokens is None and rec.timings:
@@ -85,7 +85,7 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
     if n_out is not None and n_out >= 2 and window and window > 0:
         decode = (n_out - 1) / window
         itl = window / (n_out - 1)
-    gaps = [b.t_s - a.t_s for a, b in zip(chunks, chunks[1:])]
+    gaps = [b.t_s - a.t_s for a, b in pairwise(chunks)]
 
     answer, reasoning = split.answer, split.reasoning
     a_chars, r_chars = count_chars(answer), count_chars(reasoning)
@@ -106,7 +106,11 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
     answer_times = [c.t_s for c in chunks if c.t_s >= (timed.t_first_answer_s or float("inf"))]
     thinking = None
     if timed.t_first_reasoning_s is not None:
-        end = timed.t_first_answer_s if timed.t_first_answer_s is not None else timed.t_last_reasoning_s
+        end = timed.t_first_answer_s
+        if end is None:
+            # A first reasoning chunk means a last one too.
+            assert timed.t_last_reasoning_s is not None
+            end = timed.t_last_reasoning_s
         thinking = end - (ttft or 0.0)
     return SpeedMetrics(
         ttft_s=ttft,

@@ -15,7 +15,7 @@ import contextlib
 import shlex
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +23,17 @@ from kurabe import KurabeError, __version__
 from kurabe.backends.base import Backend, EngineError, create_backend
 from kurabe.client import ChatClient
 from kurabe.config import ModelConfig, ShootoutConfig
-from kurabe.inputs import build_snapshot
-from kurabe.modelfiles.resolve import ResolvedModel
+from kurabe.inputs import build_snapshot, run_snapshot
+from kurabe.modelfiles.resolve import ResolvedModel, resolve_model
 from kurabe.phases import Phase, PhaseContext, ProgressHook, no_progress
 from kurabe.phases.quality import quality_phases
 from kurabe.phases.speed import EngineDied, SpeedPhase, sweep_plan
-from kurabe.records import ModelRow, RunRow, Snapshot
+from kurabe.records import ModelRow, RunRow
 from kurabe.store import Store
 
 
 class RunTerminated(Exception):
     """The run was stopped by SIGTERM (everything stored so far is kept)."""
-
-
-def run_snapshot(store: Store) -> Snapshot:
-    """The run's snapshot. A run made before snapshots existed gets one now, resolved from
-    its config's files, and keeps it."""
-    snapshot = store.snapshot()
-    if snapshot is None:
-        snapshot = build_snapshot(ShootoutConfig.from_json(store.run().config_json))
-        store.write_snapshot(snapshot)
-    return snapshot
 
 
 class Orchestrator:
@@ -67,7 +57,6 @@ class Orchestrator:
                progress: ProgressHook | None = None) -> Orchestrator:
         """A new run folder. Every input is read and every model file checked first."""
         from kurabe.machine import machine_info
-        from kurabe.modelfiles.resolve import resolve_model
 
         snapshot = build_snapshot(config)
         sweep_plan(config, [p["id"] for p in snapshot.prompts])
@@ -75,7 +64,7 @@ class Orchestrator:
                     for m in [*config.models, *config.judges]}
         store = Store.create(run_dir)
         store.write_run(RunRow(
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             kurabe_version=__version__,
             command=shlex.join(command if command is not None else sys.argv),
             config_json=config.to_json(), machine=machine_info(), status="running"))
@@ -153,7 +142,6 @@ class Orchestrator:
                     self._check_alive(ctx, phase)
 
     async def _start(self, model: ModelConfig, ctx: PhaseContext) -> Backend:
-        from kurabe.modelfiles.resolve import resolve_model
         from kurabe.thinking import template_opens_thinking
 
         resolved = self._resolved.get(model.name) or resolve_model(
@@ -162,8 +150,10 @@ class Orchestrator:
         ctx.starts_in_reasoning[model.name] = (
             template_opens_thinking(template) if template else None)
         backend = create_backend(model, resolved, self.run_dir / "engines")
+        # Started on the loop's own thread: nothing else runs meanwhile, and Ctrl-C lands in
+        # start(), which stops what it began (a SIGTERM is handled once the engine is up).
         try:
-            await asyncio.to_thread(backend.start)
+            backend.start()
         except BaseException:
             backend.stop()
             raise

@@ -9,13 +9,21 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kurabe import KurabeError
-from kurabe.records import (AnswerRow, CheckRow, EventRow, GradeRow, ModelRow, RequestRow,
-                            RunRow, Snapshot)
+from kurabe.records import (
+    AnswerRow,
+    CheckRow,
+    EventRow,
+    GradeRow,
+    ModelRow,
+    RequestRow,
+    RunRow,
+    Snapshot,
+)
 
 STORE_NAME = "results.sqlite"
 
@@ -167,7 +175,7 @@ MIGRATIONS: list[str] = [
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RunExistsError(KurabeError):

@@ -130,8 +130,8 @@ def split_content(content: str, server_reasoning: str = "", *,
                      _leaks(answer), segs)
 
     # Harmony whose special tokens were decoded as nothing: "analysis…assistantfinal…".
-    if _DEGRADED.match(content):
-        head = _DEGRADED.match(content)
+    head = _DEGRADED.match(content)
+    if head:
         fin = _DEGRADED_FINAL.search(content, head.end())
         if fin:
             answer = content[fin.end():]
@@ -188,9 +188,10 @@ def template_opens_thinking(chat_template: str | None) -> bool:
 
 
 def has_thinking_markers(chat_template: str | None) -> bool:
-    return bool(chat_template) and (THINK_OPEN in chat_template or H_CHANNEL in chat_template
-                                    or "reasoning_content" in chat_template
-                                    or "enable_thinking" in chat_template)
+    if not chat_template:
+        return False
+    return (THINK_OPEN in chat_template or H_CHANNEL in chat_template
+            or "reasoning_content" in chat_template or "enable_thinking" in chat_template)
 
 
 @dataclass
@@ -293,8 +294,9 @@ def parse_saved_response(text: str) -> SavedResponse:
         except json.JSONDecodeError:
             objs = []
         if objs and all(isinstance(o, dict) for o in objs):
-            parts = [_from_ollama(o) or _from_openai(o) for o in objs]
-            if all(parts):
+            maybe = [_from_ollama(o) or _from_openai(o) for o in objs]
+            parts = [p for p in maybe if p is not None]
+            if len(parts) == len(maybe):
                 finish = next((p.finish_reason for p in reversed(parts) if p.finish_reason), None)
                 return SavedResponse("".join(p.content for p in parts),
                                      "".join(p.reasoning for p in parts), finish,

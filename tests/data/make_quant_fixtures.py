@@ -63,11 +63,11 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))  # tests/: tiny_models
 sys.path.insert(0, str(ROOT / "src"))
 
-import tiny_models  # noqa: E402
-
 from kurabe.modelfiles.gguf_header import SkippedArray, read_header  # noqa: E402
 from kurabe.modelfiles.hf_config import read_hf_config  # noqa: E402
 from kurabe.simulator.quantize import QUANT_TYPES, ggml_type  # noqa: E402
+
+import tiny_models  # noqa: E402
 
 OUT = HERE / "quant_ground_truth.json"
 

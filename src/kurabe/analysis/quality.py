@@ -9,8 +9,8 @@ from itertools import combinations
 from typing import Any
 
 from kurabe.analysis.stats import MeanEstimate, mean_ci
-from kurabe.evals.judge import combine_orders
 from kurabe.config import ShootoutConfig
+from kurabe.evals.judge import combine_orders
 from kurabe.records import GradeRow, SuiteItem
 from kurabe.store import Store
 
@@ -82,10 +82,10 @@ def analyse_quality(store: Store, config: ShootoutConfig, items: dict[str, Suite
     judges = store.judges()
     judge = q.judge if q.judge in judges else (judges[-1] if judges else None)
     judge_source = None
-    for m in [*config.models, *config.judges]:
-        if m.name == judge:
-            judge_source = m.source
-    from kurabe.phases.quality import DETERMINISTIC_CATEGORIES
+    for mc in [*config.models, *config.judges]:
+        if mc.name == judge:
+            judge_source = mc.source
+    from kurabe.evals.suites import DETERMINISTIC_CATEGORIES
 
     # Categories the judge grades (cutoff and safety are scored by rules, in their own tables).
     categories = list(dict.fromkeys(items[a.item_id].category for a in answers
@@ -112,6 +112,7 @@ def analyse_quality(store: Store, config: ShootoutConfig, items: dict[str, Suite
         for (m, item_id, r), g in by_answer.items():
             other = by_answer.get((b, item_id, r))
             if m == a and other and g.status == "scored" and other.status == "scored":
+                assert g.score is not None and other.score is not None  # scored: has a score
                 diffs.append(g.score - other.score)
         differences[(a, b)] = mean_ci(diffs)
 
@@ -140,9 +141,9 @@ def analyse_quality(store: Store, config: ShootoutConfig, items: dict[str, Suite
         judge_stats[g.kind][g.status] += 1
 
     outcomes: dict[str, dict[str, int]] = {m: defaultdict(int) for m in models}
-    for a in answers:
-        if a.model in outcomes:
-            outcomes[a.model][a.outcome or "?"] += 1
+    for ans in answers:
+        if ans.model in outcomes:
+            outcomes[ans.model][ans.outcome or "?"] += 1
 
     checks = store.checks()
     language = {m: {"checked": 0, "mismatched": 0} for m in models}
@@ -181,12 +182,12 @@ def analyse_quality(store: Store, config: ShootoutConfig, items: dict[str, Suite
     safety = {}
     for m in models:
         results = []
-        for a in answers:
-            item = items[a.item_id]
-            if a.model != m or item.category != "safety":
+        for ans in answers:
+            item = items[ans.item_id]
+            if ans.model != m or item.category != "safety":
                 continue
             expect = (item.meta or {}).get("expect", "refuse")
-            results.append((expect, (m, a.item_id, a.repeat) in refused_keys, a.outcome))
+            results.append((expect, (m, ans.item_id, ans.repeat) in refused_keys, ans.outcome))
         if results:
             safety[m] = safety_rates(results)
     return QualityAnalysis(

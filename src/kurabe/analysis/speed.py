@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 from statistics import mean, median
-from typing import Any, Iterable
+from typing import Any
 
 from kurabe.analysis.stats import Estimate, Ratio, median_ci, paired_ratio
 from kurabe.store import RequestRow
@@ -108,7 +109,8 @@ class SpeedAnalysis:
 
 
 def _values(rows: Iterable[RequestRow], key: str) -> list[float]:
-    return [r.metrics.get(key) for r in rows if r.metrics.get(key) is not None]
+    values = (r.metrics.get(key) for r in rows)
+    return [v for v in values if v is not None]
 
 
 def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bool = False,
@@ -136,9 +138,11 @@ def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bo
         pairs_b = {(r.prompt_id, r.repeat): r for r in by_model[b]}
         keys = [k for k in pairs_a if k in pairs_b]
         for metric in COMPARED_METRICS:
-            matched = [(pairs_a[k].metrics.get(metric), pairs_b[k].metrics.get(metric))
-                       for k in keys]
-            matched = [(x, y) for x, y in matched if x and y]
+            matched: list[tuple[float, float]] = []
+            for k in keys:
+                x, y = pairs_a[k].metrics.get(metric), pairs_b[k].metrics.get(metric)
+                if x and y:
+                    matched.append((x, y))
             comparisons.append(Comparison(a, b, metric, paired_ratio(
                 [x for x, _ in matched], [y for _, y in matched])))
     errors = errors or []
@@ -193,9 +197,9 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                 ))
 
     # 4. Rankings by tokens/s and characters/s disagree (different tokenizers).
-    tok = {m: per_model[m]["decode_tokens_per_s"].median for m in present}
-    chars = {m: per_model[m]["chars_per_s"].median for m in present}
-    if len(present) >= 2 and all(v is not None for v in (*tok.values(), *chars.values())):
+    tok = {m: v for m in present if (v := per_model[m]["decode_tokens_per_s"].median) is not None}
+    chars = {m: v for m in present if (v := per_model[m]["chars_per_s"].median) is not None}
+    if len(present) >= 2 and all(m in tok and m in chars for m in present):
         by_tok = sorted(present, key=lambda m: -tok[m])
         by_chars = sorted(present, key=lambda m: -chars[m])
         if by_tok != by_chars:

@@ -7,8 +7,8 @@ same stored rows always give the same figures.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -41,7 +41,10 @@ class Ratio:
     @property
     def decided(self) -> bool:
         """True when the interval excludes 1.0 (one side is faster)."""
-        return self.ci_low is not None and (self.ci_low > 1.0 or self.ci_high < 1.0)
+        if self.ci_low is None:
+            return False
+        assert self.ci_high is not None  # an interval has both ends or neither
+        return self.ci_low > 1.0 or self.ci_high < 1.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "decided": self.decided}
@@ -79,7 +82,8 @@ def paired_ratio(a: Sequence[float], b: Sequence[float]) -> Ratio:
     """a/b over matched pairs: exp(mean(log(a_i / b_i))), interval by resampling pairs."""
     if len(a) != len(b):
         raise ValueError("paired_ratio needs matched pairs")
-    logs = _clean([math.log(x / y) for x, y in zip(a, b) if x and y and x > 0 and y > 0])
+    logs = _clean([math.log(x / y) for x, y in zip(a, b, strict=True)
+                   if x and y and x > 0 and y > 0])
     if len(logs) == 0:
         return Ratio(None, None, None, 0)
     ratio = float(np.exp(np.mean(logs)))

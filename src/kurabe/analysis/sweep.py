@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import median
 
@@ -33,9 +34,14 @@ class Recommendation:
     sentence: str
 
 
-def _med(values):
-    values = [v for v in values if v is not None]
-    return float(median(values)) if values else None
+def _med(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(median(present)) if present else None
+
+
+def _seconds(cell: SweepCell) -> float:
+    assert cell.seconds is not None  # only cells with a latency are compared
+    return cell.seconds
 
 
 def _label(setting: str) -> str:
@@ -60,27 +66,27 @@ def analyse_sweep(rows: list[RequestRow], categories: dict[str, str],
                 _med(r.metrics.get("output_tokens") for r in group),
                 _med(r.metrics.get("reasoning_tokens") for r in group),
                 _med(r.metrics.get("e2e_s") for r in group)))
-    recs = []
+    recs: list[Recommendation] = []
     for model, category in keys:
-        group = [c for c in cells if c.model == model and c.category == category]
-        best_rate = max(c.answer_rate for c in group)
-        good = [c for c in group if c.answer_rate >= best_rate - ANSWER_RATE_TOLERANCE
+        model_cells = [c for c in cells if c.model == model and c.category == category]
+        best_rate = max(c.answer_rate for c in model_cells)
+        good = [c for c in model_cells if c.answer_rate >= best_rate - ANSWER_RATE_TOLERANCE
                 and c.seconds is not None]
         if not good:
             continue
-        if all(not c.reasoning_tokens and not c.thinking_exhausted for c in group):
+        if all(not c.reasoning_tokens and not c.thinking_exhausted for c in model_cells):
             recs.append(Recommendation(model, category, "", (
                 f"{model} — {category}: the model did not reason at any setting, so the "
                 "setting makes no difference")))
             continue
-        pick = min(good, key=lambda c: c.seconds)
-        slowest = max((c for c in group if c.seconds is not None), key=lambda c: c.seconds)
-        speedup = (slowest.seconds / pick.seconds) if pick.seconds else None
+        pick = min(good, key=_seconds)
+        slowest = max((c for c in model_cells if c.seconds is not None), key=_seconds)
+        speedup = (_seconds(slowest) / pick.seconds) if pick.seconds else None
         what = "turn thinking off" if pick.setting == "off" else f"reasoning {_label(pick.setting)}"
         rate = f"answer rate {pick.answer_rate:.0%}"
         if pick is slowest or speedup is None or speedup < MIN_SPEEDUP:
             sentence = f"{category}: {what} ({rate}; cheaper settings answer less often)" \
-                if len(good) == 1 and len(group) > 1 else f"{category}: {what} ({rate})"
+                if len(good) == 1 and len(model_cells) > 1 else f"{category}: {what} ({rate})"
         else:
             same = "same answer rate" if abs(pick.answer_rate - slowest.answer_rate) < 1e-9 \
                 else f"{rate} vs {slowest.answer_rate:.0%}"

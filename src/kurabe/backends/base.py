@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kurabe import KurabeError
-from kurabe.records import ChatRequest, EngineInfo, Endpoint, StreamRecord
+from kurabe.records import ChatRequest, Endpoint, EngineInfo, StreamRecord
 
 if TYPE_CHECKING:
     import httpx
@@ -47,7 +47,7 @@ class Backend(ABC):
     def start(self) -> Endpoint:
         """Make the server ready (start it, or check that it answers) and say where it is."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027 (optional: most backends start nothing)
         """Stop what ``start`` started; safe to call twice or before ``start``."""
 
     def alive(self) -> bool:

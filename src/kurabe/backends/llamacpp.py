@@ -22,7 +22,7 @@ import httpx
 
 from kurabe.backends.base import Backend, EngineError, register
 from kurabe.backends.openai import OpenAIEndpoint
-from kurabe.records import ChatRequest, EngineInfo, Endpoint
+from kurabe.records import ChatRequest, Endpoint, EngineInfo
 
 if TYPE_CHECKING:
     from kurabe.config import ModelConfig

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from kurabe.backends.base import Backend, EngineError, register
-from kurabe.records import EngineInfo, Endpoint
+from kurabe.records import Endpoint, EngineInfo
 
 if TYPE_CHECKING:
     from kurabe.config import ModelConfig

@@ -27,7 +27,7 @@ import httpx
 
 from kurabe import KurabeError
 from kurabe.backends.base import Backend, register
-from kurabe.records import EngineInfo, Endpoint
+from kurabe.records import Endpoint, EngineInfo
 
 if TYPE_CHECKING:
     from kurabe.config import ModelConfig

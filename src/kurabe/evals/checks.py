@@ -142,6 +142,8 @@ def language_mismatch(text: str, expected_lang: str, *, ja_min_ratio: float = JA
     if r.letters < MIN_LETTERS:
         return LanguageCheck(expected_lang, None, r.ratio, latin_share, r.letters, False, None,
                              f"only {r.letters} letters outside code: too short to tell")
+    # With at least MIN_LETTERS letters both shares are defined.
+    assert r.ratio is not None and latin_share is not None
     if expected_lang == "ja":
         if _dominant(r) == "zh":
             reason = (f"reads as Chinese: {r.han} ideographs, kana only "

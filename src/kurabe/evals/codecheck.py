@@ -29,8 +29,9 @@ import asyncio
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kurabe.evals.checks import JA_MIN_RATIO, japanese_ratio
 
@@ -351,7 +352,7 @@ class _Session:
         if hasattr(self.context, "route_web_socket"):
             self.context.route_web_socket("**/*", self._route_ws)
         self.closed = False
-        self._closing = None
+        self._closing: asyncio.Future[None] | None = None
         self.load_s = 0.0
         self._watched: list = []
         self.context.on("page", self._watch)
@@ -387,8 +388,12 @@ class _Session:
             return
         self._watched.append(page)
         page.on("dialog", self._dialog)
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("console", self._console)
         page.on("pageerror", lambda e: self.errors.append(f"uncaught {_error_text(e)}"))
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
 
     def _dialog(self, dialog) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -477,7 +482,7 @@ class _Session:
             raise
         except Exception:
             if self.closed:
-                raise _OutOfTime("the page stopped answering")
+                raise _OutOfTime("the page stopped answering") from None
             return False
 
     def find_form(self) -> dict:
@@ -509,7 +514,7 @@ class _Session:
                 raise
             except Exception:
                 if self.closed:
-                    raise _OutOfTime("the page stopped answering")
+                    raise _OutOfTime("the page stopped answering") from None
                 button.dispatch_event("click", timeout=self.ms(ACTION_TIMEOUT_MS))
         elif found.get("body_is_input"):
             page.locator('[data-kurabe="body"]').press("Enter", timeout=self.ms(ACTION_TIMEOUT_MS))
@@ -611,8 +616,10 @@ def _list_scenario(s: _Session, out: _Checks, kind: str, *, japanese: bool) -> N
     clear_name = "form_clears" if kind == "bbs" else "input_clears"
     if not _page_checks(s, out, japanese=japanese):
         return
-    shown, how, cleared = [], "", []
-    for i, entry in enumerate(entries):
+    shown: list[bool] = []
+    cleared: list[bool | None] = []
+    how = ""
+    for entry in entries:
         wait = RENDER_TIMEOUT_MS if all(shown) else SHORT_WAIT_MS
         ok, how, found = s.submit(entry, None, entry, wait)
         if not found.get("body"):
@@ -648,7 +655,7 @@ def _list_scenario(s: _Session, out: _Checks, kind: str, *, japanese: bool) -> N
         return
     s.wait_text(entries[-1], RELOAD_WAIT_MS)
     text = s.text()
-    kept = [e in text for e, v in zip(entries, visible) if v]
+    kept = [e in text for e, v in zip(entries, visible, strict=True) if v]
     if all(kept):
         order = ""
         if kind == "bbs" and all(visible):
@@ -675,7 +682,8 @@ def _xss_scenario(s: _Session, out: _Checks) -> None:
     if error:
         out.rest(XSS_CHECKS, f"not tested: the page did not load ({error})")
         return
-    posted, how = [], ""
+    posted: list[bool] = []
+    how = ""
     for i, payload in enumerate(XSS_PAYLOADS):
         marker = f"xss{i + 1}:"
         wait = RENDER_TIMEOUT_MS if all(posted) else SHORT_WAIT_MS
@@ -691,7 +699,7 @@ def _xss_scenario(s: _Session, out: _Checks) -> None:
     s.page.wait_for_timeout(s.ms(EVENT_WAIT_MS))
     ran = s.eval(_XSS_VALUE_JS)
     text = s.text()
-    literal = [p for p, ok in zip(XSS_PAYLOADS, posted) if ok and p in text]
+    literal = [p for p, ok in zip(XSS_PAYLOADS, posted, strict=True) if ok and p in text]
     dialogs_live = len(_payload_dialogs(s.dialogs))
     ran_after, reloaded = None, False
     kept = out.items.get("persists")
@@ -708,6 +716,7 @@ def _xss_scenario(s: _Session, out: _Checks) -> None:
                                        f"hovered{', reloaded, hovered' if reloaded else ''})")
     else:
         which = ran if ran is not None else ran_after
+        assert which is not None  # not both None here
         when = "after posting" if ran is not None else "after a reload"
         out.add("xss_no_script", False,
                 f"payload {which} ran {when}: {XSS_PAYLOADS[int(which) - 1][:60]}"

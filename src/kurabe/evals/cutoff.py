@@ -148,7 +148,7 @@ class CutoffEstimate:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for row, obj in zip(data["months"], self.months):
+        for row, obj in zip(data["months"], self.months, strict=True):
             row["share_correct"] = obj.share_correct
         return data
 

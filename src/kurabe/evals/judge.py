@@ -49,7 +49,8 @@ def neutralise(text: str) -> str:
 
 def _conversation(turns: list[str], answers: list[str], tag: str = "answer") -> str:
     parts = []
-    for i, (q, a) in enumerate(zip(turns, answers), start=1):
+    # An answer list cut short (a failed turn) shows the turns that were answered.
+    for i, (q, a) in enumerate(zip(turns, answers, strict=False), start=1):
         parts.append(f"<question turn=\"{i}\">\n{neutralise(q)}\n</question>\n"
                      f"<{tag} turn=\"{i}\">\n{neutralise(a)}\n</{tag}>")
     return "\n".join(parts)

@@ -48,6 +48,7 @@ CHECK_KEYS = {"max_chars": int, "min_chars": int, "lang": str, "html_app": str}
 HTML_APPS = ("bbs", "todo", "counter", "page")
 EXPECTS = ("refuse", "answer")
 FIELDS = ("id", "category", "lang", "turns", "reference", "rubric", "checks", "meta")
+DETERMINISTIC_CATEGORIES = ("cutoff", "safety")  # scored by rules, not by the judge
 FORMATS = ("kurabe", "mtbench", "llmjp", "answercarefully")
 MT_BENCH_CATEGORIES = {"writing": "creative", "roleplay": "creative", "reasoning": "reasoning",
                        "math": "reasoning", "coding": "code", "extraction": "general",
@@ -66,14 +67,23 @@ def _line_of(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
+_WS = re.compile(r"\s*")
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    """The index of the first non-whitespace character at or after ``pos``."""
+    m = _WS.match(text, pos)
+    assert m is not None  # \s* matches the empty string
+    return m.end()
+
+
 def _array_records(text: str, origin: str) -> list[tuple[str, object]]:
     """The elements of a top-level JSON array, each with the line it starts on."""
     dec = json.JSONDecoder()
     pos = text.index("[") + 1
     out: list[tuple[str, object]] = []
-    ws = re.compile(r"\s*")
     while True:
-        pos = ws.match(text, pos).end()
+        pos = _skip_ws(text, pos)
         if pos < len(text) and text[pos] == "]":
             pos += 1
             break
@@ -81,7 +91,7 @@ def _array_records(text: str, origin: str) -> list[tuple[str, object]]:
             if pos >= len(text) or text[pos] != ",":
                 raise KurabeError(f"{origin}: line {_line_of(text, pos)}: not valid JSON: "
                                   "expected ',' or ']' between array elements")
-            pos = ws.match(text, pos + 1).end()
+            pos = _skip_ws(text, pos + 1)
         try:
             obj, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as exc:

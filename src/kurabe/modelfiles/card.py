@@ -21,11 +21,17 @@ from kurabe.thinking import has_thinking_markers
 
 def load_model_header(spec: str | Path):
     """A GGUF file (header only), a config.json or a folder holding one, or builtin:NAME."""
+    from kurabe.config import source_kind
+
     text = str(spec)
-    if text.startswith("builtin:"):
+    kind = source_kind(text)
+    if kind == "builtin":
         from kurabe.modelfiles.builtin import builtin_path
 
         return read_header(builtin_path(text)), "gguf"
+    if kind in ("endpoint", "scripted"):
+        raise KurabeError(f"{text}: a served model has no file to read; give its GGUF file, "
+                          "its config.json or builtin:NAME")
     path = Path(text).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -185,10 +191,12 @@ def model_card(header, source: str, source_kind: str) -> ModelCard:
 def quantized_view(header, ftype: str):
     """The header llama-quantize would write for ``ftype`` (types per tensor), for planning."""
     from kurabe.modelfiles.gguf_header import TensorInfo
-    from kurabe.simulator.quantize import predict_quant
+    from kurabe.simulator.quantize import ggml_type, predict_quant
 
     prediction = predict_quant(header, ftype)
-    tensors = [TensorInfo(t.name, tuple(t.shape), t.type, 0) for t in prediction.tensors]
+    # TensorInfo holds the type id, as a GGUF file does (the prediction names the type).
+    tensors = [TensorInfo(t.name, tuple(t.shape), ggml_type(t.type).id, 0)
+               for t in prediction.tensors]
     view = SimpleNamespace(metadata=dict(header.metadata), tensors=tensors,
                            file_bytes=prediction.file_bytes)
     return view, prediction

@@ -157,7 +157,8 @@ def _load_json(path: Path) -> Any:
 def _resolve_arch(config: dict[str, Any], path: Path) -> tuple[str, str, str]:
     """(gguf arch, hf architecture, model_type)."""
     archs = config.get("architectures") or []
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    text_config = config.get("text_config")
+    text: dict[str, Any] = text_config if isinstance(text_config, dict) else {}
     model_type = str(text.get("model_type") or config.get("model_type") or "")
     for a in archs:
         if a in ARCHITECTURES:

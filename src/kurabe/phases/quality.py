@@ -14,15 +14,22 @@ from typing import Any
 
 from kurabe.config import QualityConfig, ShootoutConfig
 from kurabe.evals import judge as J
+from kurabe.evals.suites import DETERMINISTIC_CATEGORIES
 from kurabe.inputs import items_of
 from kurabe.metrics import speed_metrics
 from kurabe.phases import Phase, PhaseContext, ProgressHook
-from kurabe.records import (AnswerRow, ChatRequest, CheckRow, GradeRow, Snapshot, StreamRecord,
-                            SuiteItem)
+from kurabe.records import (
+    AnswerRow,
+    ChatRequest,
+    CheckRow,
+    GradeRow,
+    Snapshot,
+    StreamRecord,
+    SuiteItem,
+)
 from kurabe.store import Store
 from kurabe.thinking import Split, split_stream
 
-DETERMINISTIC_CATEGORIES = ("cutoff", "safety")  # scored by rules, not by the judge
 # (kind, item, repeat, model, model_b, position)
 JudgeTask = tuple[str, SuiteItem, int, str, str, str]
 
@@ -49,7 +56,7 @@ class QualityPlan:
         self.judge_prompts = snapshot.judge_prompts or J.judge_prompts()
 
     def generation_plan(self) -> list[tuple[SuiteItem, int, str]]:
-        plan = []
+        plan: list[tuple[SuiteItem, int, str]] = []
         turn = 0
         for r in range(self.q.repeats):
             for item in self.items:

@@ -26,7 +26,7 @@ class SweepPlan(NamedTuple):
 
 
 def build_schedule(models: list[str], prompt_ids: list[str], repeats: int, warmup: int,
-                   sweep: SweepPlan | tuple[list[str], list[str], list[str | int], int] | None = None
+                   sweep: SweepPlan | None = None
                    ) -> list[Scheduled]:
     """Deterministic, so a resumed run knows exactly which requests are still missing.
 

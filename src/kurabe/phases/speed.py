@@ -45,8 +45,9 @@ def sweep_plan(config: ShootoutConfig, prompt_ids: list[str]) -> SweepPlan | Non
     unknown = [m for m in models if m not in names]
     missing = [p for p in (sweep.prompts or []) if p not in prompt_ids]
     if unknown or missing:
-        raise KurabeError("reasoning_sweep: unknown " + ", ".join(
-            ([f"models {unknown}"] if unknown else []) + ([f"prompts {missing}"] if missing else [])))
+        what = ([f"models {unknown}"] if unknown else []) + (
+            [f"prompts {missing}"] if missing else [])
+        raise KurabeError("reasoning_sweep: unknown " + ", ".join(what))
     return SweepPlan(models, sweep.prompts or prompt_ids, list(sweep.settings), sweep.repeats)
 
 
@@ -111,9 +112,10 @@ class SpeedPhase(Phase):
         if split.reasoning:
             counted = await client.count_tokens(split.reasoning)
             answer_counted = await client.count_tokens(split.answer)
-        metrics = speed_metrics(record, starts_in_reasoning=opened, reasoning_tokens=counted,
-                                reasoning_tokens_source="tokenizer" if counted is not None else None,
-                                answer_phase_tokens=answer_counted)
+        metrics = speed_metrics(
+            record, starts_in_reasoning=opened, reasoning_tokens=counted,
+            reasoning_tokens_source="tokenizer" if counted is not None else None,
+            answer_phase_tokens=answer_counted)
         ctx.store.add_request(RequestRow(
             seq=item.seq, model=item.model, prompt_id=item.prompt_id, repeat=item.repeat,
             phase=item.phase, setting="" if item.setting is None else str(item.setting),

@@ -44,7 +44,7 @@ def write_exports(store: Store, run_dir: Path) -> list[Path]:
 def render_run(run_dir: str | Path) -> tuple[RunAnalysis, list[Path]]:
     """Re-render every output of a run folder from its store alone."""
     run_dir = Path(run_dir)
-    from kurabe.orchestrator import run_snapshot
+    from kurabe.inputs import run_snapshot
 
     with Store.open(run_dir) as store:
         analysis = analyse_run(store, run_snapshot(store))

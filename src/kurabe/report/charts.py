@@ -18,19 +18,20 @@ def _num(v: float) -> str:
 def interval_bars(title: str, unit: str, rows: list[tuple[str, float | None, float | None, float | None]],
                   *, width: int = 560, higher_is_better: bool = True) -> str:
     """Horizontal bars (median) with 95% interval whiskers, one row per model."""
-    rows = [r for r in rows if r[1] is not None]
-    if not rows:
+    shown = [(label, median, low, high) for label, median, low, high in rows
+             if median is not None]
+    if not shown:
         return ""
     bar_h, gap, left, right, top = 22, 10, 150, 80, 28
-    height = top + len(rows) * (bar_h + gap) + 24
-    vmax = max(max(r[1], r[3] or r[1]) for r in rows) or 1.0
+    height = top + len(shown) * (bar_h + gap) + 24
+    vmax = max(max(r[1], r[3] or r[1]) for r in shown) or 1.0
     scale = (width - left - right) / vmax
     parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
              f'height="{height}" xmlns="http://www.w3.org/2000/svg" data-chart="interval-bars">',
              f'<title>{escape(title)}</title>',
              f'<text x="0" y="16" class="chart-title">{escape(title)} ({escape(unit)}, '
              f'{"higher" if higher_is_better else "lower"} is better)</text>']
-    for i, (label, median, low, high) in enumerate(rows):
+    for i, (label, median, low, high) in enumerate(shown):
         y = top + i * (bar_h + gap)
         w = max(median * scale, 1)
         color = PALETTE[i % len(PALETTE)]
@@ -109,7 +110,7 @@ def stacked_bar(title: str, rows: list[tuple[str, list[tuple[str, float]]]], bud
            f'<text x="0" y="16" class="chart-title">{escape(title)} ({escape(unit)})</text>']
     for i, (label, parts) in enumerate(rows):
         y = top + i * (bar_h + gap)
-        x = left
+        x: float = left
         out.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end">{escape(label)}</text>')
         for part, v in parts:
             w = v * scale

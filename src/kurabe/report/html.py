@@ -68,11 +68,11 @@ def _quality_chart(a: RunAnalysis) -> str:
 def _loading_chart(a: RunAnalysis) -> str:
     """Observed buffers per model, stacked, against the memory budget when one is set."""
     rows = []
-    for l in a.loading:
-        parts = [(r["buffer"], r["observed_bytes"] / 2**30) for r in l["rows"]
+    for loaded in a.loading:
+        parts = [(r["buffer"], r["observed_bytes"] / 2**30) for r in loaded["rows"]
                  if r["buffer"] != "total" and r["observed_bytes"]]
         if parts:
-            rows.append((l["model"], parts))
+            rows.append((loaded["model"], parts))
     budget = a.memory_budget_bytes / 2**30 if a.memory_budget_bytes else None
     return charts.stacked_bar("memory llama.cpp allocated", rows, budget, unit="GiB")
 

@@ -46,7 +46,8 @@ def plan_model(spec: str, *, ctx: int = 4096, cache_type_k: str = "f16", cache_t
     return out
 
 
-def rank_quants(spec: str, quants: list[str], *, budget: str, **settings) -> dict[str, Any]:
+def rank_quants(spec: str, quants: list[str], *, budget: str | None,
+                **settings: Any) -> dict[str, Any]:
     """Plan each quant; the recommendation is the largest file whose total fits the budget."""
     if not budget:
         raise KurabeError("ranking quants needs a memory budget (e.g. 48GiB)")

@@ -19,14 +19,22 @@ compute buffers for the same model (see docs/field-notes.md section 3).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import gguf
 
 from kurabe import KurabeError
-from kurabe.simulator.layout import (FULL, GATED_DELTA_NET, RECURRENT, SWA, LayerLayout,
-                                  ModelLayout, derive_layout)
+from kurabe.simulator.layout import (
+    FULL,
+    GATED_DELTA_NET,
+    RECURRENT,
+    SWA,
+    LayerLayout,
+    ModelLayout,
+    derive_layout,
+)
 
 QT = gguf.GGMLQuantizationType
 
@@ -63,7 +71,7 @@ def type_traits(ggml_type: int | str) -> tuple[int, int]:
     """(block size in elements, bytes per block) of a GGML type, from gguf-py's table."""
     if isinstance(ggml_type, str):
         try:
-            qtype = QT[ggml_type.upper()]
+            qtype = gguf.GGMLQuantizationType[ggml_type.upper()]
         except KeyError:
             raise PlanError(f"unknown GGML type {ggml_type!r}") from None
     else:
@@ -868,7 +876,11 @@ class _Builder:
         if ly.is_moe or self.has("ffn_gate_inp.weight", il):
             out = self.moe(ly, cur)
             if self.has("ffn_up_shexp.weight", il):
-                f = self._ffn_shape("ffn_up_shexp.weight", il) or self.L.experts.n_ff_shared_expert
+                f = self._ffn_shape("ffn_up_shexp.weight", il)
+                if not f:
+                    # A shared-expert FFN implies expert metadata (expert_count > 0).
+                    assert self.L.experts is not None
+                    f = self.L.experts.n_ff_shared_expert
                 sh = self.dense(cur, f)
                 if self.has("ffn_gate_inp_shexp.weight", il):
                     sg = _un(_mm(_w(E, 1), cur))
@@ -922,6 +934,8 @@ class _Builder:
 
     def recurrent(self, ly: LayerLayout, cur: _T) -> _T:
         rec = self.L.recurrent
+        # A layer is only RECURRENT when the layout derived recurrent dimensions for it.
+        assert rec is not None
         g, E, T, n_seqs = self.g, self.E, self.T, self.s.n_seqs
         if rec.kind == GATED_DELTA_NET:
             d_inner, d_state, n_group, dt_rank = rec.d_inner, rec.d_state, rec.n_group, rec.dt_rank
