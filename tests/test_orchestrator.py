@@ -360,3 +360,42 @@ def test_the_cli_says_how_to_finish_a_run(tmp_path, script):
     result = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert f"kurabe run --resume {tmp_path / 'run'}" in result.output
+
+
+def test_a_run_made_before_snapshots_gets_one_from_its_files_once(tmp_path, script):
+    src = script(ScriptedReply(content="はい、答えます。"))
+    (tmp_path / "mine.toml").write_text('[[prompts]]\nid = "only"\ntext = "質問"\n',
+                                        encoding="utf-8")
+    cfg = parse_config({"run": {"repeats": 1, "warmup": 0, "prompt_set": "mine.toml"},
+                        "models": [{"name": "a", "source": src}]}, "t", base_dir=tmp_path)
+    api.run_shootout(cfg, tmp_path / "run")
+    with Store.open(tmp_path / "run") as store:  # as an older kurabe left it: no snapshot
+        store._db.execute("DELETE FROM snapshot")
+        assert store.snapshot() is None
+    from kurabe.report import render_run
+
+    analysis, _ = render_run(tmp_path / "run")
+    assert [p["id"] for p in analysis.prompts] == ["only"]
+    (tmp_path / "mine.toml").unlink()  # kept in the store from now on
+    analysis, _ = render_run(tmp_path / "run")
+    assert [p["id"] for p in analysis.prompts] == ["only"]
+
+
+def test_backends_are_found_by_name_and_unknown_names_are_clear():
+    from kurabe import KurabeError
+    from kurabe.backends.base import backend_class, known_backends
+
+    assert {"llama.cpp", "llama-server", "openai", "ollama", "scripted"} <= set(known_backends())
+    with pytest.raises(KurabeError, match="unknown backend 'vllm-nope'"):
+        backend_class("vllm-nope")
+
+
+def test_an_unknown_backend_name_fails_before_the_run_folder_exists(tmp_path, script):
+    from kurabe import KurabeError
+
+    cfg = parse_config({"models": [{"name": "a", "source": script(ScriptedReply()),
+                                    "engine": {"backend": "vllm-nope"}}], "prompts": PROMPTS},
+                       "t.toml")
+    with pytest.raises(KurabeError, match="model 'a': engine.backend: unknown backend"):
+        api.run_shootout(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kurabe import KurabeError, __version__
-from kurabe.backends.base import Backend, EngineError, create_backend
+from kurabe.backends.base import Backend, EngineError, backend_class, create_backend, default_kind
 from kurabe.client import ChatClient
 from kurabe.config import ModelConfig, ShootoutConfig
 from kurabe.inputs import build_snapshot, run_snapshot
@@ -62,6 +62,12 @@ class Orchestrator:
         sweep_plan(config, [p["id"] for p in snapshot.prompts])
         resolved = {m.name: resolve_model(m.name, m.source, m.kind, m.engine.chat_template_file)
                     for m in [*config.models, *config.judges]}
+        for m in [*config.models, *config.judges]:
+            if default_kind(m) != "auto":
+                try:
+                    backend_class(default_kind(m))
+                except KurabeError as exc:
+                    raise KurabeError(f"model '{m.name}': engine.backend: {exc}") from None
         store = Store.create(run_dir)
         store.write_run(RunRow(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
