@@ -1,19 +1,25 @@
-"""The Python API under the CLI: every command is a thin layer over one of these."""
+"""The Python API under the CLI: every command is a thin layer over one of these.
+
+Importing this module is cheap, because the CLI imports it before every command, its help
+included: configs (pydantic), the statistics (numpy, scipy), the HTTP client and the report
+templates are imported inside the functions that need them. Messages here never name a CLI
+flag; the CLI adds those when it reports an error.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kurabe import KurabeError
-from kurabe.config import (EngineConfig, ModelConfig, QualityConfig, RunConfig, ShootoutConfig,
-                           parse_config)
-from kurabe.phases import ProgressHook
 
 if TYPE_CHECKING:
     from kurabe.analysis.run import RunAnalysis
+    from kurabe.config import ShootoutConfig
+    from kurabe.modelfiles.card import ModelCard
     from kurabe.orchestrator import Orchestrator
+    from kurabe.phases import ProgressHook
 
 DEFAULT_RUNS_DIR = Path("kurabe-runs")
 
@@ -29,6 +35,8 @@ def demo_config(*, repeats: int = 3, max_tokens: int = 96, warmup: int = 1,
     """The built-in shootout: SmolLM2-135M vs Gemma-3-270M on the built-in speed prompts, and
     a small quality round judged by the built-in SmolLM2 (a demonstration of the method: a
     135M judge's grades mean little, and the report says so)."""
+    from kurabe.config import EngineConfig, ModelConfig, QualityConfig, RunConfig, ShootoutConfig
+
     engine = EngineConfig(ctx=2048)
     return ShootoutConfig(
         run=RunConfig(name="demo", repeats=repeats, warmup=warmup, max_tokens=max_tokens),
@@ -44,15 +52,20 @@ def demo_config(*, repeats: int = 3, max_tokens: int = 96, warmup: int = 1,
 
 def parse_model_spec(flag: str) -> tuple[str, str]:
     """``NAME=SPEC``, or a bare SPEC named after its file, built-in name or host."""
+    from kurabe.config import source_kind
+
     head, sep, tail = flag.partition("=")
     if sep and head and not any(ch in head for ch in "/:"):
         name, spec = head, tail
     else:
         spec = flag
-        if "://" in spec:
+        kind = source_kind(spec)
+        if kind == "endpoint":
             name = spec.split("://", 1)[1].split("/")[0].replace(":", "-")
+        elif kind in ("builtin", "scripted"):
+            name = spec.split(":", 1)[1]
         else:
-            name = Path(spec.removeprefix("builtin:")).stem
+            name = Path(spec).stem
     if not name or not spec:
         raise KurabeError(f"model {flag!r}: expected NAME=SPEC, e.g. a=path/to/a.gguf")
     return name, spec
@@ -60,18 +73,27 @@ def parse_model_spec(flag: str) -> tuple[str, str]:
 
 def bench_config(models: list[str], *, repeats: int, warmup: int, max_tokens: int,
                  fixed_length: bool, prompts: str | None, engine: dict) -> ShootoutConfig:
+    from kurabe.config import parse_config
+
     if not models:
         raise KurabeError("no models: give at least one model (NAME=SPEC)")
     entries = []
     for flag in models:
         name, spec = parse_model_spec(flag)
         entries.append({"name": name, "source": spec, "engine": engine})
-    data = {"run": {"name": "bench", "repeats": repeats, "warmup": warmup,
-                    "max_tokens": max_tokens, "fixed_length": fixed_length},
-            "models": entries}
+    data: dict[str, Any] = {"run": {"name": "bench", "repeats": repeats, "warmup": warmup,
+                                    "max_tokens": max_tokens, "fixed_length": fixed_length},
+                            "models": entries}
     if prompts:
         data["run"]["prompt_set"] = prompts
     return parse_config(data, "command line")
+
+
+def load_config(path: str | Path) -> ShootoutConfig:
+    """A shootout TOML file, validated (a KurabeError names the file and the bad keys)."""
+    from kurabe.config import load_config as load
+
+    return load(path)
 
 
 def _execute(run: Orchestrator, run_dir: Path) -> RunAnalysis:
@@ -106,6 +128,7 @@ def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook |
             ) -> RunAnalysis:
     """Grade a run's stored answers again, with another judge (``NAME=SPEC``) or the
     configured one, without regenerating anything."""
+    from kurabe.config import ModelConfig, ShootoutConfig
     from kurabe.store import Store
 
     with Store.open(run_dir) as store:
@@ -126,3 +149,121 @@ def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook |
             raise KurabeError(f"{run_dir}: this run has no judge configured; name one "
                               "(NAME=SPEC)")
     return resume_shootout(run_dir, progress=progress)
+
+
+def report(run_dir: str | Path) -> tuple[RunAnalysis, list[Path]]:
+    """Re-render a run's report.md, report.html, results.jsonl and results.csv from its store
+    alone; returns the analysis and the files written."""
+    from kurabe.report import render_run
+
+    return render_run(run_dir)
+
+
+def compare(before: str | Path, after: str | Path) -> dict[str, Any]:
+    """What changed between two runs of the same models: ``setup_changes`` (engine version,
+    file, quant, flags), ``changes`` (per metric, with intervals and a sentence) and
+    ``notes``."""
+    from kurabe.analysis.compare import compare_runs
+
+    return compare_runs(before, after)
+
+
+def inspect_model(spec: str) -> ModelCard:
+    """The model card of a .gguf file (header only), a config.json (or its folder) or
+    ``builtin:NAME``; ``card.to_dict()`` is its JSON form."""
+    from kurabe.modelfiles.card import load_model_header, model_card
+
+    header, kind = load_model_header(spec)
+    return model_card(header, spec, kind)
+
+
+def model_card_rows(card: ModelCard) -> list[tuple[str, str]]:
+    """A model card as (field, value) rows for a table."""
+    from kurabe.modelfiles.card import card_text
+
+    return card_text(card)
+
+
+def parse_size(text: str, what: str = "memory budget") -> int:
+    """'48GiB', '48 GB', '512MiB', '1e9' -> bytes; a KurabeError that names ``what``."""
+    from kurabe.simulator.budget import parse_size as parse
+
+    return parse(text, what)
+
+
+def plan(spec: str, *, ctx: int = 4096, cache_type_k: str = "f16", cache_type_v: str = "f16",
+         parallel: int = 1, ngl: int | None = None, ubatch: int = 512, flash_attn: str = "auto",
+         quant: str | None = None, budget: str | None = None) -> dict[str, Any]:
+    """llama.cpp's memory for a model, predicted: weights, KV cache, recurrent state, output
+    and compute buffers; with a ``budget`` (e.g. "48GiB"), whether it fits and the largest
+    context that does. ``quant`` plans the file llama-quantize would write for that type."""
+    from kurabe.simulator.budget import plan_model
+
+    return plan_model(spec, ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
+                      parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn,
+                      quant=quant, budget=budget)
+
+
+def rank_quants(spec: str, quants: list[str], *, budget: str, ctx: int = 4096,
+                cache_type_k: str = "f16", cache_type_v: str = "f16", parallel: int = 1,
+                ngl: int | None = None, ubatch: int = 512, flash_attn: str = "auto"
+                ) -> dict[str, Any]:
+    """A memory plan for each quant type of a model, by file size, against ``budget``:
+    ``quants`` holds the plans, ``best`` the largest type that fits (None when none does)."""
+    from kurabe.simulator.budget import rank_quants as rank
+
+    return rank(spec, quants, budget=budget, ctx=ctx, cache_type_k=cache_type_k,
+                cache_type_v=cache_type_v, parallel=parallel, ngl=ngl, ubatch=ubatch,
+                flash_attn=flash_attn)
+
+
+def builtin_models() -> list[dict[str, Any]]:
+    """The built-in models: spec, PyPI package, description, quant, and whether installed."""
+    from kurabe.modelfiles.builtin import BUILTIN_MODELS, is_installed
+
+    return [{"spec": m.spec, "package": m.package, "description": m.description,
+             "quant": m.quant, "installed": is_installed(m)} for m in BUILTIN_MODELS.values()]
+
+
+def config_models(path: str | Path) -> list[dict[str, Any]]:
+    """The models a shootout TOML file names: name, source, kind (file, builtin, http, ...)
+    and, for a file, whether it exists (None for other kinds)."""
+    return [{"name": m.name, "source": m.source, "kind": m.kind,
+             "file_found": Path(m.source).is_file() if m.kind == "file" else None}
+            for m in load_config(path).models]
+
+
+def split_thinking(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+    """Split a saved response (chat-completion JSON, Ollama JSON or NDJSON, an SSE transcript
+    or plain text) into reasoning and answer, and say its outcome. ``finish_reason``
+    overrides the stop reason the response records."""
+    from kurabe.thinking import outcome, parse_saved_response, split_content
+
+    saved = parse_saved_response(text)
+    split = split_content(saved.content, saved.reasoning)
+    finish = finish_reason or saved.finish_reason
+    return {"reasoning": split.reasoning, "answer": split.answer,
+            "outcome": outcome(split, finish), "leaked_markers": split.leaked_markers,
+            "format": split.format, "finish_reason": finish, "input_kind": saved.kind}
+
+
+def split_thinking_file(path: str | Path, finish_reason: str | None = None) -> dict[str, Any]:
+    """``split_thinking`` of a saved response file (UTF-8)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KurabeError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise KurabeError(f"{path}: not UTF-8 text") from None
+    return split_thinking(text, finish_reason)
+
+
+def explain_metrics() -> tuple[dict[str, str], str]:
+    """How every per-request metric is computed (name -> text), and how they are aggregated."""
+    from kurabe.metrics import METRIC_DOCS
+
+    return dict(METRIC_DOCS), (
+        "Aggregates: median with a 95% percentile-bootstrap interval; comparisons: geometric "
+        "mean of paired per-request ratios a/b with a bootstrap interval. "
+        "Full text: docs/metrics.md")

