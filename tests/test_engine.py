@@ -70,7 +70,7 @@ def test_engine_log_holds_buffer_sizes_and_chunks_are_timestamped(smollm2_server
 
 def test_gemma_gets_its_own_turn_template(gemma_server):
     endpoint = gemma_server
-    resp = httpx.post(f"{endpoint.server_root}/apply-template",
+    resp = httpx.post(f"{endpoint.endpoint.server_root}/apply-template",
                       json={"messages": [{"role": "user", "content": "こんにちは"}]}, timeout=30)
     prompt = resp.json()["prompt"]
     assert "<start_of_turn>user\nこんにちは<end_of_turn>\n<start_of_turn>model\n" in prompt
@@ -111,11 +111,11 @@ def test_llama_server_found_on_path_is_used_and_its_version_recorded(smollm2_pat
     server = LlamaCppServer("s", smollm2_path, server="llama-server", ctx=512,
                             log_path=tmp_path / "s.log")
     try:
-        endpoint = server.start()
+        server.start()
         info = server.info()
         assert info.command[0] == str(prog)
         assert info.version.startswith("xllamacpp ")
-        rec = _stream(endpoint, 1, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)[0]
+        rec = _stream(server, 1, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)[0]
         assert rec.error is None and rec.usage["completion_tokens"] >= 1
     finally:
         server.stop()

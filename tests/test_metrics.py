@@ -2,7 +2,7 @@
 
 import pytest
 
-from kurabe.client import Chunk, StreamRecord
+from kurabe.records import Chunk, StreamRecord
 from kurabe.metrics import METRIC_DOCS, count_chars, count_graphemes, speed_metrics
 
 

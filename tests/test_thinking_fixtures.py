@@ -456,10 +456,11 @@ settings = ["off", 4, "unlimited"]
 
     # The recommendation is the fastest setting (every one answered), as the table's timings say.
     from kurabe.analysis.run import analyse_run
+    from kurabe.inputs import run_snapshot
     from kurabe.store import Store
 
     with Store.open(run_dir) as store:
-        analysis = analyse_run(store)
+        analysis = analyse_run(store, run_snapshot(store))
     (rec,) = analysis.sweep_recommendations
     fastest = min(analysis.sweep_cells, key=lambda c: c.seconds)
     assert rec.setting == fastest.setting

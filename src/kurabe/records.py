@@ -209,9 +209,6 @@ class RequestRow:
     metrics: JSON  # SpeedMetrics.to_dict()
     setting: str = ""  # the reasoning setting of a sweep request
 
-    def stream(self) -> StreamRecord:
-        return StreamRecord.from_dict(self.record)
-
 
 @dataclass
 class AnswerRow:

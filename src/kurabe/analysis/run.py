@@ -189,8 +189,9 @@ def _loading(models: list[ModelRow]) -> list[dict[str, Any]]:
 
 def _response(row: RequestRow, categories: dict[str, str]) -> dict[str, Any]:
     """One stored answer, split as the metrics split it (reasoning kept apart)."""
-    record = row.stream()
-    content, server_reasoning = record.answer, record.reasoning
+    chunks = row.record.get("chunks") or []
+    content = "".join(c for _, c, _ in chunks)
+    server_reasoning = "".join(r for _, _, r in chunks)
     fmt = row.metrics.get("reasoning_format")
     split = split_content(content, server_reasoning,
                           starts_in_reasoning=True if fmt == "think-opened" else None)

@@ -32,8 +32,10 @@ def detect_kind(model: ModelConfig, candidates: list[type[Backend]]) -> str:
     """The kind of server at ``model.source``: the first candidate whose probe recognises
     it, else plain "openai" (an unreachable server is reported by ``start``)."""
     root = _base_url(model.source).removesuffix("/v1")
+    key = os.environ.get(model.engine.api_key_env) if model.engine.api_key_env else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        with httpx.Client(timeout=PROBE_TIMEOUT_S) as http:
+        with httpx.Client(timeout=PROBE_TIMEOUT_S, headers=headers) as http:
             for cls in candidates:
                 if cls.probe(http, root) is not None:  # type: ignore[attr-defined]
                     return cls.kind
