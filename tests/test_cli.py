@@ -267,13 +267,15 @@ def test_compare_two_runs_reports_setup_and_speed_changes(tmp_path):
     assert {"model": "s", "field": "engine.threads", "before": 1, "after": 2} in result["setup_changes"]
     decode = next(c for c in result["changes"] if c["metric"] == "decode_tokens_per_s")
 
-    def median_decode(run):
-        values = sorted(float(r["decode_tokens_per_s"])
-                        for r in csv.DictReader(open(tmp_path / run / "results.csv")))
-        n = len(values)
-        return (values[n // 2] + values[(n - 1) // 2]) / 2
+    def decode_by_request(run):
+        return {(r["prompt_id"], r["repeat"]): float(r["decode_tokens_per_s"])
+                for r in csv.DictReader(open(tmp_path / run / "results.csv"))}
 
-    assert decode["ratio"] == pytest.approx(median_decode("two") / median_decode("one"))
+    # paired on (prompt, repeat): the geometric mean of the per-request ratios
+    one, two = decode_by_request("one"), decode_by_request("two")
+    assert set(one) == set(two) and decode["n"] == len(one)
+    logs = [math.log(two[k] / one[k]) for k in one]
+    assert decode["ratio"] == pytest.approx(math.exp(sum(logs) / len(logs)))
     assert decode["ci_low"] <= decode["ratio"] <= decode["ci_high"]
     text = run_kurabe("compare", str(tmp_path / "one"), str(tmp_path / "two"), check=True).stdout
     assert "engine.threads: 1 → 2" in text

@@ -40,6 +40,13 @@ def test_client_decode_rate_agrees_with_the_servers_own_clock(smollm2_server):
     # llama.cpp's own timings: (predicted_n - 1) tokens over predicted_ms
     deviations = [m.decode_tokens_per_s / m.server_decode_tokens_per_s - 1 for m in metrics]
     assert abs(median(deviations)) < 0.03, deviations
+    # The client's own clock, request by request. Chunks carry several tokens here (a Japanese
+    # character split over two tokens is sent in one chunk, the first chunk included), and the
+    # server's running count on each chunk says how many.
+    assert all(m.token_attribution == "server" and m.clock_agreement for m in metrics)
+    assert all(len(r.chunks) < 64 for r in records)
+    client_deviations = [m.clock_agreement - 1 for m in metrics]
+    assert abs(median(client_deviations)) < 0.01, client_deviations
     # and the server's figure is what its own raw fields say
     t = records[0].timings
     assert t["predicted_per_second"] == pytest.approx(

@@ -28,13 +28,14 @@ def test_equal_models_raise_no_warning_and_no_winner():
 
 
 def test_a_faster_model_gets_a_headline_with_its_interval():
+    prompts = ("p1", "p2", "p3", "p4", "p5")  # enough to decide (stats.MIN_PROMPTS)
     rows = [row("a", p, r, decode_tokens_per_s=141.0 * (1 + r / 100),
                 server_decode_tokens_per_s=141.0 * (1 + r / 100), chars_per_s=423.0)
-            for p in ("p1", "p2") for r in range(5)]
+            for p in prompts for r in range(5)]
     rows += [row("b", p, r, decode_tokens_per_s=100.0 * (1 + r / 100),
-                 server_decode_tokens_per_s=100.0 * (1 + r / 100)) for p in ("p1", "p2") for r in range(5)]
+                 server_decode_tokens_per_s=100.0 * (1 + r / 100)) for p in prompts for r in range(5)]
     a = analyse_speed(["a", "b"], rows)
-    assert a.headline() == ["a decodes 1.41× faster than b (95% CI 1.41–1.41, n=10)"]
+    assert a.headline() == ["a decodes 1.41× faster than b (95% CI 1.41–1.41, n=25)"]
     assert codes(a) == set()
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from kurabe.records import Chunk, StreamRecord
 from kurabe.metrics import METRIC_DOCS, count_chars, count_graphemes, speed_metrics
+from kurabe.records import Chunk, StreamRecord
 
 
 def record(chunks, **kw):

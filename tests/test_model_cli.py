@@ -7,6 +7,7 @@ import json
 import gguf
 import pytest
 
+from kurabe import KurabeError
 from kurabe.simulator.budget import plan_model
 
 from conftest import run_kurabe
@@ -43,9 +44,11 @@ def test_inspect_moe_config_counts_active_parameters(tmp_path):
 
 
 def test_plan_ranks_quants_against_a_budget(tmp_path):
+    # Ranked for a GPU box (--gpu), whatever this machine has: fully offloaded weights get
+    # no CPU_REPACK copy, so the smaller quants fit 20 GiB.
     (tmp_path / "config.json").write_text(json.dumps(QWEN3_30B_A3B))
     done = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--ctx", "65536",
-                      "--cache-type-k", "q8_0", "--cache-type-v", "q8_0",
+                      "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--gpu",
                       "--quants", "Q3_K_M,Q4_K_M,Q5_K_M,Q8_0", "--json", check=True)
     result = json.loads(done.stdout)
     budget = 20 * 2**30
@@ -61,13 +64,18 @@ def test_plan_ranks_quants_against_a_budget(tmp_path):
         assert r["kv_bytes"] == 2 * 1_610_612_736 * 34 // 32
     fitting = [r["quant"] for r in rows if r["fits"]]
     assert fitting and result["best"] == fitting[-1]
+    # every quant is planned with one placement, stated once more at the top
+    assert {(r["placement"], r["gpu_assumed"], r["placement_basis"]) for r in rows} == {
+        (result["placement"], result["gpu_assumed"], result["placement_basis"])} == {
+        ("all 49/49 layers on the GPU", True, "asked")}
     assert not rows[-1]["fits"]  # 30B at Q8_0 is ~30 GiB of weights alone
     text = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--ctx",
-                      "65536", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0",
+                      "65536", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--gpu",
                       "--quants", f"{fitting[-1]},Q8_0", check=True).stdout
     assert f"largest quant that fits 20GiB: {fitting[-1]}" in text
+    assert "placement: all 49/49 layers on the GPU; a GPU assumed, as asked (--gpu)" in text
     none = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--ctx",
-                      "65536", "--quants", "Q8_0", check=True).stdout
+                      "65536", "--gpu", "--quants", "Q8_0", check=True).stdout
     assert "none of Q8_0 fits 20GiB" in none
 
 
@@ -90,6 +98,82 @@ def test_plan_json_keys_and_max_ctx(smollm2_path):
     # f16 KV by hand: 30 layers * 2048 cells * 3 heads * 64 dims * 2 (K, V) * 2 bytes = 45 MiB
     assert plan["kv_bytes"] == 45 * 2**20
     assert plan["fits"] and plan["max_ctx"] >= 2048
+
+
+def _machine(tmp_path, gpu: str | None) -> dict[str, str]:
+    """An environment whose nvidia-smi reports ``gpu`` (its CSV line) or no GPU at all."""
+    import os
+
+    bin_dir = tmp_path / ("gpu" if gpu else "cpu")
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\necho '{gpu}'\n" if gpu else "#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _plan(*args: str, env) -> dict:
+    return json.loads(run_kurabe("plan", "builtin:gemma3-270m", *args, "--json", env=env,
+                                 check=True).stdout)
+
+
+def test_plan_placement_follows_the_machine_unless_told(tmp_path):
+    cpu_box = _machine(tmp_path, None)
+    gpu_box = _machine(tmp_path, "NVIDIA Test GPU, 24576 MiB, 550.00")
+    # no GPU found: nothing offloaded, every byte in host memory
+    cpu = _plan(env=cpu_box)
+    assert (cpu["placement"], cpu["gpu_assumed"], cpu["n_gpu_layers"]) == ("CPU only", False, 0)
+    assert (cpu["placement_basis"], cpu["placement_reason"]) == (
+        "machine", "no GPU found on this machine")
+    assert cpu["model_device_bytes"] == cpu["device_bytes"] == 0
+    assert cpu["total_bytes"] == cpu["host_bytes"]
+    # a GPU found: every layer offloaded (18 blocks + the output layer, as llama.cpp counts)
+    gpu = _plan(env=gpu_box)
+    assert (gpu["placement"], gpu["gpu_assumed"], gpu["n_gpu_layers"]) == (
+        "all 19/19 layers on the GPU", True, 19)
+    assert gpu["placement_basis"] == "machine" and "NVIDIA Test GPU" in gpu["placement_reason"]
+    assert gpu["model_device_bytes"] > 0
+    # planning for a GPU box from a CPU-only one, and the other way round
+    assert _plan("--gpu", env=cpu_box) | {"placement_reason": None} == gpu | {
+        "placement_basis": "asked", "placement_reason": None}
+    assert _plan("--no-gpu", env=gpu_box) | {"placement_reason": None} == cpu | {
+        "placement_basis": "asked", "placement_reason": None}
+    # --ngl N other than 0 assumes a GPU; --ngl 0 offloads nothing, as llama.cpp -ngl 0
+    five = _plan("--ngl", "5", env=cpu_box)
+    assert (five["placement"], five["gpu_assumed"], five["placement_basis"]) == (
+        "5/19 layers on the GPU, 14 on the CPU", True, "asked")
+    assert 0 < five["model_device_bytes"] < gpu["model_device_bytes"]
+    zero = _plan("--ngl", "0", env=gpu_box)
+    assert (zero["n_gpu_layers"], zero["device_bytes"]) == (0, 0)
+    assert zero["total_bytes"] == cpu["total_bytes"]
+    assert _plan("--gpu", "--ngl", "-1", env=cpu_box)["n_gpu_layers"] == 19
+
+
+def test_plan_text_names_the_placement(tmp_path):
+    cpu_box = _machine(tmp_path, None)
+    text = run_kurabe("plan", "builtin:gemma3-270m", env=cpu_box, check=True).stdout
+    assert ("placement: CPU only; no GPU found on this machine (--gpu or --ngl N plans an "
+            "offload)") in " ".join(text.split())
+    header = next(line for line in text.splitlines() if "weights" in line)
+    assert "host" not in header and "GPU" not in header  # no host / GPU columns on a CPU
+    gpu = run_kurabe("plan", "builtin:gemma3-270m", "--gpu", env=cpu_box, check=True).stdout
+    assert ("placement: all 19/19 layers on the GPU; a GPU assumed, as asked (--gpu)"
+            in " ".join(gpu.split()))
+    header = next(line for line in gpu.splitlines() if "weights" in line)
+    assert "host" in header and "GPU" in header
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_30B_A3B))
+    ranked = run_kurabe("plan", str(tmp_path / "config.json"), "--budget", "20GiB", "--quants",
+                        "Q3_K_M,Q4_K_M", "--ngl", "4", env=cpu_box, check=True).stdout
+    assert ("placement: 4/49 layers on the GPU, 45 on the CPU; 4 layers offloaded to a GPU, "
+            "as asked (--ngl 4)") in " ".join(ranked.split())
+
+
+def test_plan_offload_without_a_gpu_is_refused(tmp_path):
+    with pytest.raises(KurabeError) as err:
+        plan_model("builtin:gemma3-270m", gpu=False, ngl=5)
+    assert "--" not in str(err.value)  # the library names no flag; the CLI does
+    done = run_kurabe("plan", "builtin:gemma3-270m", "--no-gpu", "--ngl", "5")
+    assert done.returncode == 2 and "--ngl 5" in done.stderr and "--no-gpu" in done.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

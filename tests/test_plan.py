@@ -14,6 +14,7 @@ Three kinds of checks:
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from kurabe.simulator.loadlog import MIB, ObservedBuffers, parse_load_log_file
 from kurabe.simulator.memory import MemoryPlan, PlanError, plan_memory, row_bytes, tensor_bytes
 
 import tiny_models as tm  # tests/ is on sys.path
+from conftest import run_kurabe
 
 QT = gguf.GGMLQuantizationType
 GIB = 1024 * MIB
@@ -331,6 +333,15 @@ def test_layer_placement_offloads_the_output_layer_first(tmp_path):
     # a CPU machine keeps everything in host memory whatever -ngl says
     cpu = plan_memory(header, ctx=512, gpu=False)
     assert cpu.device_bytes == 0 and cpu.model_host_bytes == total
+    assert plan_memory(header, ctx=512, ngl=3, gpu=False).device_bytes == 0
+    # every plan says where its layers went, counted as llama.cpp's "offloaded N/M layers"
+    assert [(p.placement, p.gpu_assumed, p.n_layers_offloadable) for p in (
+        everything, two, none, cpu)] == [
+        ("all 5/5 layers on the GPU", True, 5), ("2/5 layers on the GPU, 3 on the CPU", True, 5),
+        ("CPU only: 0/5 layers on the GPU", True, 5), ("CPU only", False, 5)]
+    d = cpu.to_dict()
+    assert (d["placement"], d["gpu_assumed"], d["n_gpu_layers"], d["n_layers_offloadable"]) == (
+        "CPU only", False, 0, 5)
     # tied embeddings: the offloaded output layer gets its own copy of token_embd
     tied, tied_model = tiny_header(tmp_path, "llama", "tied", n_layers=4, head_dim=32,
                                    tie_embeddings=True)
@@ -542,6 +553,7 @@ class Load:
 # (name, model: builtin name or (arch, tiny_models keywords), server settings)
 REAL_LOADS = [
     ("smollm2-f16", "builtin:smollm2-135m", dict(ctx=4096)),
+    ("gemma3-f16", "builtin:gemma3-270m", dict(ctx=4096)),  # `kurabe plan`'s defaults
     ("smollm2-q8-np2", "builtin:smollm2-135m",
      dict(ctx=3000, ctk="q8_0", ctv="q8_0", parallel=2, ub=256)),
     ("smollm2-nofa", "builtin:smollm2-135m", dict(ctx=2048, fa="off")),
@@ -648,3 +660,33 @@ def test_plan_matches_real_load(real_loads, name):
     # and so the total
     assert abs(plan.total_bytes - obs.total_bytes) <= 0.15 * compute + obs.tolerance(
         obs.n_figures) + 0.001 * obs.total_bytes
+
+
+@pytest.mark.engine
+def test_plan_command_on_a_cpu_machine_matches_the_cpu_load(real_loads, tmp_path):
+    # `kurabe plan MODEL` with no placement flags plans for the machine it runs on: with no GPU
+    # nothing is offloaded, and the total is what llama.cpp allocated loading the same model
+    # at the same (default) settings on the CPU. Where this machine has a GPU, an nvidia-smi
+    # that finds none stands in for a CPU-only one.
+    from kurabe.machine import machine_info
+
+    env = None
+    if machine_info()["gpus"]:
+        (tmp_path / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+        (tmp_path / "nvidia-smi").chmod(0o755)
+        env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    load = real_loads["gemma3-f16"]
+    plan = json.loads(run_kurabe("plan", "builtin:gemma3-270m", "--json", env=env,
+                                 check=True).stdout)
+    assert (plan["gpu_assumed"], plan["n_gpu_layers"], plan["model_device_bytes"]) == (
+        False, 0, 0)
+    assert (plan["placement"], plan["placement_basis"], plan["placement_reason"]) == (
+        "CPU only", "machine", "no GPU found on this machine")
+    assert plan["n_layers_offloadable"] == 19  # 18 blocks + the output layer
+    assert plan["total_bytes"] == load.plan.total_bytes  # the plan the load test checks
+    obs = load.obs
+    compute = obs.compute_buffers["CPU"]
+    assert abs(plan["total_bytes"] - obs.total_bytes) <= 0.15 * compute + obs.tolerance(
+        obs.n_figures) + 0.001 * obs.total_bytes, (plan["total_bytes"], obs.total_bytes)
+    # weights: the file's tensors, mmap'd, as logged (no device copy of the tied output)
+    assert _close(plan["model_host_bytes"], obs.model_buffers["CPU_Mapped"], obs)

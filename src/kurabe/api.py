@@ -193,28 +193,38 @@ def parse_size(text: str, what: str = "memory budget") -> int:
 
 def plan(spec: str, *, ctx: int = 4096, cache_type_k: str = "f16", cache_type_v: str = "f16",
          parallel: int = 1, ngl: int | None = None, ubatch: int = 512, flash_attn: str = "auto",
-         quant: str | None = None, budget: str | None = None) -> dict[str, Any]:
+         quant: str | None = None, budget: str | None = None, gpu: bool | None = None
+         ) -> dict[str, Any]:
     """llama.cpp's memory for a model, predicted: weights, KV cache, recurrent state, output
     and compute buffers; with a ``budget`` (e.g. "48GiB"), whether it fits and the largest
-    context that does. ``quant`` plans the file llama-quantize would write for that type."""
+    context that does. ``quant`` plans the file llama-quantize would write for that type.
+
+    Placement is planned for this machine unless told otherwise: with no GPU found nothing is
+    offloaded, with one every layer is. ``gpu`` True or False assumes a GPU or none; ``ngl``
+    (llama.cpp's -ngl: layers to offload, -1 all, 0 none) other than 0 assumes a GPU. The
+    result says which placement was assumed and why: ``placement``, ``gpu_assumed``,
+    ``n_gpu_layers`` of ``n_layers_offloadable``, ``placement_basis`` ("machine" or
+    "asked") and ``placement_reason``."""
     from kurabe.simulator.budget import plan_model
 
     return plan_model(spec, ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                       parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn,
-                      quant=quant, budget=budget)
+                      quant=quant, budget=budget, gpu=gpu)
 
 
 def rank_quants(spec: str, quants: list[str], *, budget: str, ctx: int = 4096,
                 cache_type_k: str = "f16", cache_type_v: str = "f16", parallel: int = 1,
-                ngl: int | None = None, ubatch: int = 512, flash_attn: str = "auto"
-                ) -> dict[str, Any]:
+                ngl: int | None = None, ubatch: int = 512, flash_attn: str = "auto",
+                gpu: bool | None = None) -> dict[str, Any]:
     """A memory plan for each quant type of a model, by file size, against ``budget``:
-    ``quants`` holds the plans, ``best`` the largest type that fits (None when none does)."""
+    ``quants`` holds the plans, ``best`` the largest type that fits (None when none does).
+    Every quant is planned with the same placement, chosen as for :func:`plan` and repeated
+    at the top level (``placement``, ``gpu_assumed``, ``placement_reason``)."""
     from kurabe.simulator.budget import rank_quants as rank
 
     return rank(spec, quants, budget=budget, ctx=ctx, cache_type_k=cache_type_k,
                 cache_type_v=cache_type_v, parallel=parallel, ngl=ngl, ubatch=ubatch,
-                flash_attn=flash_attn)
+                flash_attn=flash_attn, gpu=gpu)
 
 
 def builtin_models() -> list[dict[str, Any]]:
@@ -233,21 +243,36 @@ def config_models(path: str | Path) -> list[dict[str, Any]]:
             for m in load_config(path).models]
 
 
-def split_thinking(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+def split_thinking(text: str, finish_reason: str | None = None, *,
+                   template_opens_thinking: bool | None = None) -> dict[str, Any]:
     """Split a saved response (chat-completion JSON, Ollama JSON or NDJSON, an SSE transcript
     or plain text) into reasoning and answer, and say its outcome. ``finish_reason``
-    overrides the stop reason the response records."""
-    from kurabe.thinking import outcome, parse_saved_response, split_content
+    overrides the stop reason the response records.
+
+    ``template_opens_thinking``: whether the model's chat template opened a think block
+    itself (True), opened none (False), or is unknown (None). When unknown and the two
+    readings differ (a ``</think>`` with no ``<think>`` before it, a block that never
+    closes), ``ambiguous`` is True, ``ambiguity`` says why and ``alternative`` holds the
+    other reading (reasoning, answer, outcome, format)."""
+    from kurabe.thinking import parse_saved_response, read_response
 
     saved = parse_saved_response(text)
-    split = split_content(saved.content, saved.reasoning)
     finish = finish_reason or saved.finish_reason
+    reading = read_response(saved.content, saved.reasoning, finish,
+                            starts_in_reasoning=template_opens_thinking)
+    split, other = reading.split, reading.alternative
     return {"reasoning": split.reasoning, "answer": split.answer,
-            "outcome": outcome(split, finish), "leaked_markers": split.leaked_markers,
-            "format": split.format, "finish_reason": finish, "input_kind": saved.kind}
+            "outcome": reading.outcome, "leaked_markers": split.leaked_markers,
+            "format": split.format, "finish_reason": finish, "input_kind": saved.kind,
+            "template_opens_thinking": template_opens_thinking,
+            "ambiguous": bool(reading.ambiguity), "ambiguity": reading.ambiguity or None,
+            "alternative": None if other is None else {
+                "reasoning": other.split.reasoning, "answer": other.split.answer,
+                "outcome": other.outcome, "format": other.split.format}}
 
 
-def split_thinking_file(path: str | Path, finish_reason: str | None = None) -> dict[str, Any]:
+def split_thinking_file(path: str | Path, finish_reason: str | None = None, *,
+                        template_opens_thinking: bool | None = None) -> dict[str, Any]:
     """``split_thinking`` of a saved response file (UTF-8)."""
     path = Path(path)
     try:
@@ -256,14 +281,23 @@ def split_thinking_file(path: str | Path, finish_reason: str | None = None) -> d
         raise KurabeError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise KurabeError(f"{path}: not UTF-8 text") from None
-    return split_thinking(text, finish_reason)
+    return split_thinking(text, finish_reason, template_opens_thinking=template_opens_thinking)
 
 
 def explain_metrics() -> tuple[dict[str, str], str]:
     """How every per-request metric is computed (name -> text), and how they are aggregated."""
+    from kurabe.analysis.stats import MIN_PROMPTS, N_RESAMPLES
     from kurabe.metrics import METRIC_DOCS
 
     return dict(METRIC_DOCS), (
-        "Aggregates: median with a 95% percentile-bootstrap interval; comparisons: geometric "
-        "mean of paired per-request ratios a/b with a bootstrap interval. "
+        "Aggregates treat prompts, not requests, as the sampled units (the repeats of a prompt "
+        "are not independent). Median per model: a 95% interval from a two-stage cluster "
+        f"bootstrap (prompts, then repeats within each; {N_RESAMPLES} resamples, fixed seed), "
+        "expanded percentile for the number of prompts k (tails matched to t with k - 1 "
+        "degrees of freedom); one prompt gives no interval. Comparisons: geometric mean of "
+        "per-request ratios a/b paired on (prompt, repeat), with a 95% t interval on the mean "
+        "log ratio, cluster-robust standard error over prompts, k - 1 degrees of freedom; an "
+        "interval that contains 1.0 is no clear winner. Minimum sample: with fewer than "
+        f"{MIN_PROMPTS} distinct prompts a ratio is shown with no verdict (\"too few requests "
+        "to decide\", decided false). Figures do not depend on row order. "
         "Full text: docs/metrics.md")

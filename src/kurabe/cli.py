@@ -333,6 +333,15 @@ def inspect(
     _out().print(table)
 
 
+def _placement_flags(result: dict[str, Any], gpu: bool | None, ngl: int | None) -> str:
+    """The flags that chose a plan's placement, or those that would change it."""
+    if result.get("placement_basis") == "machine":
+        return ("--no-gpu or --ngl N plans otherwise" if result.get("gpu_assumed")
+                else "--gpu or --ngl N plans an offload")
+    return " ".join(f for f in ("" if gpu is None else "--gpu" if gpu else "--no-gpu",
+                                "" if ngl is None else f"--ngl {ngl}") if f)
+
+
 @app.command()
 def plan(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
@@ -340,8 +349,13 @@ def plan(
     cache_type_k: Annotated[str, typer.Option("--cache-type-k", help="K cache type")] = "f16",
     cache_type_v: Annotated[str, typer.Option("--cache-type-v", help="V cache type")] = "f16",
     parallel: Annotated[int, typer.Option(min=1, help="parallel sequences (-np)")] = 1,
+    gpu: Annotated[bool | None, typer.Option(
+        "--gpu/--no-gpu", help="plan for a machine with a GPU (every layer offloaded unless "
+        "--ngl says otherwise) or without one; default: this machine, a GPU if nvidia-smi "
+        "lists one", show_default=False)] = None,
     ngl: Annotated[int | None, typer.Option(
-        help="layers offloaded to the GPU (default all when there is one)")] = None,
+        help="layers offloaded to the GPU (-ngl; -1 all, 0 none); other than 0 assumes a "
+             "GPU; default: all with a GPU, none without", show_default=False)] = None,
     ubatch: Annotated[int, typer.Option(min=1, help="physical batch size (-ub)")] = 512,
     flash_attn: Annotated[str, typer.Option("--flash-attn", help="on, off or auto")] = "auto",
     quant: Annotated[str | None, typer.Option(
@@ -352,13 +366,17 @@ def plan(
     json_out: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
     """Predict llama.cpp's memory for a model: weights, KV, recurrent state, compute; the
-    largest context that fits a budget; which quant fits."""
+    largest context that fits a budget; which quant fits. Planned for this machine (no GPU
+    found: nothing offloaded) unless --gpu, --no-gpu or --ngl says otherwise; the output
+    says which placement was assumed."""
     settings: dict[str, Any] = dict(ctx=ctx, cache_type_k=cache_type_k,
                                     cache_type_v=cache_type_v, parallel=parallel, ngl=ngl,
-                                    ubatch=ubatch, flash_attn=flash_attn)
+                                    ubatch=ubatch, flash_attn=flash_attn, gpu=gpu)
     try:
         if budget is not None:
             api.parse_size(budget, "--budget")
+        if gpu is False and ngl not in (None, 0):
+            raise KurabeError(f"--ngl {ngl} offloads layers to a GPU, which --no-gpu rules out")
         if quants:
             if budget is None:
                 raise KurabeError("--quants needs --budget (e.g. --budget 48GiB)")
@@ -376,17 +394,27 @@ def plan(
     from kurabe.report.markdown import fmt_bytes
 
     rows = result["quants"] if quants else [result]
+    placement = (f"placement: {result['placement']}; {result['placement_reason']} "
+                 f"({_placement_flags(result, gpu, ngl)})")
     table = Table(title=f"memory plan: {model} (ctx {ctx}, K {cache_type_k}, V {cache_type_v}, "
-                        f"{parallel} seq)")
-    for col in ("quant", "file", "weights", "KV", "recurrent", "output", "compute", "total",
+                        f"{parallel} seq)", caption=placement, caption_justify="left",
+                  caption_style="none")
+    # The CPU_REPACK copy and the host / GPU split get columns where there is one.
+    repack = any(r["model_repack_bytes"] for r in rows)
+    split = any(r["device_bytes"] for r in rows)
+    for col in ("quant", "file", "weights", *(("repack",) if repack else ()), "KV",
+                "recurrent", "output", "compute", "total", *(("host", "GPU") if split else ()),
                 "fits", "max ctx"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["quant"]), fmt_bytes(r["file_bytes"]),
                       fmt_bytes(r["model_host_bytes"] + r["model_device_bytes"]),
+                      *((fmt_bytes(r["model_repack_bytes"]),) if repack else ()),
                       fmt_bytes(r["kv_bytes"]), fmt_bytes(r["recurrent_bytes"]),
                       fmt_bytes(r["output_bytes"]), fmt_bytes(r["compute_bytes"]),
                       fmt_bytes(r["total_bytes"]),
+                      *((fmt_bytes(r["host_bytes"]), fmt_bytes(r["device_bytes"])) if split
+                        else ()),
                       "–" if "fits" not in r else ("yes" if r["fits"] else "NO"),
                       f"{r['max_ctx']:,}" if r.get("max_ctx") else "–")
     out = _out()
@@ -409,13 +437,26 @@ def thinking_split(
         help="a saved response: chat-completion JSON, Ollama JSON, an SSE transcript or plain "
              "text")],
     json_out: Annotated[bool, typer.Option(
-        "--json", help="print reasoning, answer, outcome, leaked_markers as JSON")] = False,
+        "--json", help="print reasoning, answer, outcome, leaked_markers, ambiguous, "
+        "ambiguity and the other reading (alternative) as JSON")] = False,
     finish_reason: Annotated[str | None, typer.Option(
         "--finish-reason", help="override the stop reason (e.g. length)")] = None,
+    template_opens_thinking: Annotated[bool | None, typer.Option(
+        "--template-opens-thinking/--template-plain",
+        help="the model's chat template opens a think block itself, so the output starts "
+             "inside reasoning (e.g. DeepSeek-R1's), or it opens none (a </think> in the "
+             "text is then a leaked marker); default: unknown, and a reading that depends "
+             "on it is marked ambiguous", show_default=False)] = None,
 ) -> None:
-    """Split a saved response into reasoning and answer, and say its outcome."""
+    """Split a saved response into reasoning and answer, and say its outcome.
+
+    A saved response does not say whether the chat template opened a think block. Where
+    that decides the reading (a </think> with no <think> before it; a think block that never
+    closes), the output says the reading is ambiguous and shows the other one; state the
+    template with --template-opens-thinking or --template-plain."""
     try:
-        result = api.split_thinking_file(file, finish_reason)
+        result = api.split_thinking_file(file, finish_reason,
+                                         template_opens_thinking=template_opens_thinking)
     except KurabeError as exc:
         _fail(exc)
     if json_out:
@@ -425,6 +466,11 @@ def thinking_split(
     out.print(f"[bold]outcome:[/] {result['outcome']}  (format {result['format']}, input "
               f"{result['input_kind']}, finish_reason {result['finish_reason']})",
               highlight=False)
+    if result["ambiguous"]:
+        from rich.markup import escape
+
+        out.print(f"[yellow]ambiguous:[/] {escape(result['ambiguity'])}. State the template "
+                  "with --template-opens-thinking or --template-plain.", highlight=False)
     if result["leaked_markers"]:
         out.print(f"[yellow]leaked markers:[/] {', '.join(result['leaked_markers'])}",
                   highlight=False)

@@ -30,6 +30,16 @@ def _delta_text(delta: dict[str, Any]) -> tuple[str, str]:
     return content, reasoning
 
 
+def _running_token_count(payload: dict[str, Any]) -> int | None:
+    """The server's count of generated tokens so far, when a chunk carries one: llama.cpp's
+    per-chunk ``timings`` (``timings_per_token``), or a per-chunk ``usage``."""
+    for key, field in (("timings", "predicted_n"), ("usage", "completion_tokens")):
+        value = (payload.get(key) or {}).get(field)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 async def _drain(events) -> None:
     async for _ in events:
         pass
@@ -120,10 +130,11 @@ class ChatClient:
         if "error" in payload:
             record.error = json.dumps(payload["error"], ensure_ascii=False)[:500]
             return
+        n_tokens = _running_token_count(payload)
         for choice in payload.get("choices") or []:
             content, reasoning = _delta_text(choice.get("delta") or {})
             if content or reasoning:
-                record.chunks.append(Chunk(now, content, reasoning))
+                record.chunks.append(Chunk(now, content, reasoning, n_tokens))
             if choice.get("finish_reason"):
                 record.finish_reason = choice["finish_reason"]
         if payload.get("usage"):

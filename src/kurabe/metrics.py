@@ -54,6 +54,33 @@ def _cached_tokens(rec: StreamRecord) -> int | None:
     return None
 
 
+# A request whose client-clock decode rate differs from the server's own by more than this
+# (either way) is timed on the server's clock: the client could not resolve its tokens.
+CLOCK_AGREEMENT_TOLERANCE = 0.10
+
+
+def client_decode_rate(rec: StreamRecord) -> tuple[float | None, str | None]:
+    """Decode tokens/s on the client's clock, and how its tokens were attributed.
+
+    The tokens generated after the first text chunk up to the last one, over the time between
+    the two chunks' arrivals. ``server``: counted by the server's running count sent with those
+    two chunks (a chunk can carry several tokens, the first one included); else ``assumed``:
+    the first chunk held the first token and the last chunk the last, ``output_tokens − 1``."""
+    chunks = rec.chunks
+    n_out, _ = _output_tokens(rec)
+    if not chunks or n_out is None:
+        return None, None
+    first, last = chunks[0].n_tokens, chunks[-1].n_tokens
+    if first is not None and last is not None and 1 <= first <= last <= n_out:
+        tokens, attribution = last - first, "server"
+    else:
+        tokens, attribution = n_out - 1, "assumed"
+    window = chunks[-1].t_s - chunks[0].t_s
+    if tokens < 1 or window <= 0:
+        return None, None
+    return tokens / window, attribution
+
+
 def _phase_rate(tokens: int | None, t_first: float | None, t_last: float | None) -> float | None:
     if tokens is None or tokens < 2 or t_first is None or t_last is None or t_last <= t_first:
         return None
@@ -70,8 +97,8 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
     answer-phase rate; output − reasoning tokens would also count the markers between the
     phases and the end token, which are not streamed inside the answer's time span."""
     chunks = rec.chunks
-    timed = split_stream(rec.timed_chunks(),
-                         starts_in_reasoning=starts_in_reasoning)
+    timed = split_stream(rec.timed_chunks(), starts_in_reasoning=starts_in_reasoning,
+                         finish_reason=rec.finish_reason)
     split = timed.split
     ttft = chunks[0].t_s if chunks else None
     window = (chunks[-1].t_s - chunks[0].t_s) if chunks else None  # first token to last token
@@ -81,17 +108,23 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
         prompt_tokens = rec.timings.get("prompt_n")
     n_out, source = _output_tokens(rec)
 
-    decode = itl = None
-    if n_out is not None and n_out >= 2 and window and window > 0:
-        decode = (n_out - 1) / window
-        itl = window / (n_out - 1)
+    timings = rec.timings or {}
+    server_decode = timings.get("predicted_per_second")
+    client_decode, attribution = client_decode_rate(rec)
+    agreement = (client_decode / server_decode) if client_decode and server_decode else None
+    # The headline decode rate is the client's clock unless the client could not resolve the
+    # tokens (no figure, or beyond the tolerance from the server's own clock for this request).
+    decode, clock = client_decode, ("client" if client_decode else None)
+    if server_decode and (agreement is None
+                          or abs(agreement - 1) > CLOCK_AGREEMENT_TOLERANCE):
+        decode, clock = float(server_decode), "server"
+    itl = (1 / decode) if decode else None
     gaps = [b.t_s - a.t_s for a, b in pairwise(chunks)]
 
     answer, reasoning = split.answer, split.reasoning
     a_chars, r_chars = count_chars(answer), count_chars(reasoning)
     a_bytes = len(answer.encode("utf-8"))
     total_chars = a_chars + r_chars
-    timings = rec.timings or {}
 
     details = (rec.usage or {}).get("completion_tokens_details") or {}
     if reasoning_tokens is None and details.get("reasoning_tokens") is not None:
@@ -136,7 +169,7 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
         finish_reason=rec.finish_reason,
         length_capped=rec.finish_reason == "length",
         cached_prompt_tokens=_cached_tokens(rec),
-        server_decode_tokens_per_s=timings.get("predicted_per_second"),
+        server_decode_tokens_per_s=server_decode,
         server_prompt_tokens_per_s=timings.get("prompt_per_second"),
         outcome=outcome(split, rec.finish_reason) if not rec.error else "error",
         reasoning_format=split.format,
@@ -153,6 +186,9 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
             (answer_phase_tokens if answer_phase_tokens is not None else
              timed.answer_chunks) if reasoning else None, timed.t_first_answer_s,
             answer_times[-1] if answer_times else None),
+        decode_clock=clock,
+        clock_agreement=agreement,
+        token_attribution=attribution,
     )
 
 # One line per metric: what `kurabe bench --explain` prints and the report's methods section
@@ -165,10 +201,21 @@ METRIC_DOCS: dict[str, str] = {
     "e2e_s": "end-to-end latency = t(end of stream) − t(request sent)",
     "prompt_tokens_per_s": "prompt tokens/s = prompt_tokens (server's usage) / TTFT; "
                            "includes HTTP and the first decode step",
-    "decode_tokens_per_s": "decode tokens/s = (output_tokens − 1) / (t(last token chunk) − "
-                           "t(first token chunk)): tokens after the first over the time after the first",
-    "itl_per_token_s": "inter-token latency per token = (t(last) − t(first)) / (output_tokens − 1) "
-                       "= 1 / decode tokens/s",
+    "decode_tokens_per_s": "decode tokens/s = tokens generated after the first text chunk up "
+                           "to the last / (t(last text chunk) − t(first text chunk)); the tokens "
+                           "are the server's running count sent with those two chunks (llama.cpp "
+                           "timings_per_token; a chunk can carry several tokens), else "
+                           "output_tokens − 1. When it differs from the server's own rate for "
+                           "the same request by more than 10% (or cannot be computed), the "
+                           "server's timings.predicted_per_second is used (see decode_clock)",
+    "itl_per_token_s": "inter-token latency per token = 1 / decode tokens/s, on the same clock: "
+                       "(t(last text chunk) − t(first text chunk)) / the tokens generated in "
+                       "between",
+    "decode_clock": "which clock decode tokens/s and inter-token latency come from: client "
+                    "(chunk arrival times), or server (its own timings, used when the client's "
+                    "clock could not resolve the tokens)",
+    "clock_agreement": "client-clock decode rate / the server's own rate "
+                       "(timings.predicted_per_second) for the same request; 1.0 = agreement",
     "itl_per_chunk_median_s": "inter-chunk latency = median gap between consecutive text chunks "
                               "(one request), then the median over requests",
     "chars_per_s": "answer characters/s = answer characters (NFKC code points, reasoning "
@@ -182,8 +229,13 @@ METRIC_DOCS: dict[str, str] = {
     "server_decode_tokens_per_s": "llama.cpp's own timings.predicted_per_second for the same "
                                   "request, stored for cross-checking",
     "server_prompt_tokens_per_s": "llama.cpp's own timings.prompt_per_second",
-    "outcome": "answered | thinking_exhausted (token limit hit inside reasoning, no answer) | "
-               "leaked (reasoning markers in the answer) | empty | error",
+    "outcome": "answered | thinking_exhausted (reasoning, no answer, cut by the token limit "
+               "or a reported reasoning budget; never graded) | answered_without_thinking "
+               "(the template opened a think block the model never closed before stopping on "
+               "its own: its text is the answer, graded) | stopped_in_thinking (reasoning, no "
+               "answer, the model stopped on its own; never graded) | leaked (reasoning "
+               "markers in the answer; not graded) | empty (no answer, nothing left open) | "
+               "error (the request failed)",
     "first_reasoning_s": "time to the first chunk that adds reasoning text",
     "thinking_s": "seconds spent thinking = t(first answer character) − t(first token), or to "
                   "the last reasoning chunk when no answer came",

@@ -142,10 +142,29 @@ class Orchestrator:
                 client = ChatClient(backend, timeout_s=self.config.run.request_timeout_s)
                 stack.push_async_callback(client.aclose)
                 ctx.backends[model.name], ctx.clients[model.name] = backend, client
+            self._sample_machine(stack, ctx)
             for phase in self.phases:
                 if phase.pending(self.store):
                     await phase.run(ctx)
                     self._check_alive(ctx, phase)
+
+    def _sample_machine(self, stack: contextlib.AsyncExitStack, ctx: PhaseContext) -> None:
+        """Sample the machine (kurabe.sampler) until the phases end, on a store connection of
+        the sampler's own; stopped before the engines are."""
+        from kurabe.sampler import MachineSampler
+
+        writer = Store.open(self.run_dir)
+        stack.callback(writer.close)
+        sampler = MachineSampler(writer.add_machine_samples,
+                                 [b.pid for b in ctx.backends.values()])
+
+        def stop() -> None:
+            sampler.stop()
+            if sampler.error:
+                self.store.add_event("machine_sampler", sampler.error)
+
+        sampler.start()
+        stack.callback(stop)
 
     async def _start(self, model: ModelConfig, ctx: PhaseContext) -> Backend:
         from kurabe.thinking import template_opens_thinking
@@ -210,11 +229,16 @@ class Orchestrator:
         eng = model.engine
         try:
             # The xllamacpp wheel is a CPU build: everything stays in host memory.
-            gpu = eng.server != "xllamacpp" and bool(machine_info()["gpus"])
+            gpus = machine_info()["gpus"]
+            gpu = eng.server != "xllamacpp" and bool(gpus)
             plan = plan_memory(resolved.header, ctx=eng.ctx,
                                cache_type_k=eng.cache_type_k or "f16",
                                cache_type_v=eng.cache_type_v or "f16", parallel=eng.parallel,
                                ngl=eng.ngl, flash_attn=eng.flash_attn or "auto", gpu=gpu)
-            return plan.to_dict()
+            reason = ("the xllamacpp wheel is a CPU build" if eng.server == "xllamacpp" else
+                      f"GPU found on this machine: {'; '.join(gpus)}" if gpus else
+                      "no GPU found on this machine")
+            return plan.to_dict() | {"ngl": eng.ngl, "placement_basis": "engine",
+                                     "placement_reason": reason}
         except KurabeError as exc:
             return {"error": str(exc)}

@@ -61,6 +61,9 @@ class Chunk:
     t_s: float  # seconds since the request was sent (monotonic clock)
     content: str = ""
     reasoning: str = ""
+    # The server's running count of generated tokens when it sent this chunk (llama.cpp's
+    # per-chunk timings.predicted_n), when it says: a chunk can carry several tokens.
+    n_tokens: int | None = None
 
 
 @dataclass
@@ -90,13 +93,15 @@ class StreamRecord:
 
     def to_dict(self) -> JSON:
         data = asdict(self)
-        data["chunks"] = [[c.t_s, c.content, c.reasoning] for c in self.chunks]
+        data["chunks"] = [[c.t_s, c.content, c.reasoning]
+                          + ([c.n_tokens] if c.n_tokens is not None else [])
+                          for c in self.chunks]
         return data
 
     @classmethod
     def from_dict(cls, data: JSON) -> StreamRecord:
         data = dict(data)
-        data["chunks"] = [Chunk(t, c, r) for t, c, r in data.get("chunks") or []]
+        data["chunks"] = [Chunk(*c) for c in data.get("chunks") or []]  # [t, content, reasoning(, n)]
         return cls(**data)
 
 
@@ -139,6 +144,10 @@ class SpeedMetrics:
     reasoning_tokens_source: str | None = None  # server | tokenizer | estimate (chunks)
     reasoning_decode_tokens_per_s: float | None = None
     answer_decode_tokens_per_s: float | None = None
+    # Clocks (docs/metrics.md): which clock decode_tokens_per_s is on, client / server.
+    decode_clock: str | None = None  # client | server
+    clock_agreement: float | None = None  # client decode rate / server's, same request
+    token_attribution: str | None = None  # server (per-chunk counts) | assumed (1st chunk = 1)
 
     def to_dict(self) -> JSON:
         return asdict(self)
@@ -318,3 +327,24 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: JSON) -> Snapshot:
         return cls(**_known(cls, data))
+
+
+@dataclass
+class MachineSample:
+    """What the machine was doing over one sampling interval of a run (``kurabe.sampler``).
+
+    CPU figures are CPU-seconds used over the ``interval_s`` seconds before ``t_unix_s``, on
+    the cores kurabe may run on; ``other_cpu_s`` is everything that was neither an engine
+    kurabe started (with its children) nor kurabe's own process."""
+
+    t_unix_s: float  # end of the interval (wall clock, comparable with sent_at_unix_s)
+    interval_s: float  # seconds since the previous sample
+    usable_cores: int  # the cores the CPU figures are counted on
+    cpu_busy_pct: float  # busy share of those cores, 0-100
+    engine_cpu_s: float  # the engines kurabe started, their children included
+    kurabe_cpu_s: float  # kurabe's own process (its client, its sampler)
+    other_cpu_s: float  # everything else: busy - engines - kurabe (never below 0)
+    load_1m: float | None = None  # the 1-minute load average, where the OS has one
+    cpu_freq_mhz: float | None = None  # current frequency (mean over cores), if readable
+    gpus: list[JSON] = field(default_factory=list)  # [{index, name, util_pct, mem_used_bytes,
+    #                                                   mem_total_bytes}] via NVML, if present

@@ -19,6 +19,7 @@ from kurabe.records import (
     CheckRow,
     EventRow,
     GradeRow,
+    MachineSample,
     ModelRow,
     RequestRow,
     RunRow,
@@ -169,6 +170,23 @@ MIGRATIONS: list[str] = [
     CREATE TABLE snapshot (
         key TEXT PRIMARY KEY,
         value_json TEXT NOT NULL
+    );
+    """,
+    # 6: what the machine was doing while the run ran (kurabe.sampler): load, CPU time of the
+    # engines, of kurabe and of everything else, frequency, GPU use
+    """
+    CREATE TABLE machine_samples (
+        id INTEGER PRIMARY KEY,
+        t_unix_s REAL NOT NULL,
+        interval_s REAL NOT NULL,
+        usable_cores INTEGER NOT NULL,
+        cpu_busy_pct REAL NOT NULL,
+        engine_cpu_s REAL NOT NULL,
+        kurabe_cpu_s REAL NOT NULL,
+        other_cpu_s REAL NOT NULL,
+        load_1m REAL,
+        cpu_freq_mhz REAL,
+        gpus_json TEXT NOT NULL
     );
     """,
 ]
@@ -460,3 +478,28 @@ class Store:
     def checked_keys(self) -> set[tuple[str, str, int]]:
         return {(r[0], r[1], r[2]) for r in self._db.execute(
             "SELECT DISTINCT model, item_id, repeat FROM checks")}
+
+    # -- machine samples -------------------------------------------------------------------
+
+    def add_machine_samples(self, rows: list[MachineSample]) -> None:
+        """Commit a batch of samples (one transaction). The sampler calls this from its own
+        thread on its own ``Store``; a store is still used by one thread at a time."""
+        if not rows:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO machine_samples (t_unix_s, interval_s, usable_cores, cpu_busy_pct,"
+                " engine_cpu_s, kurabe_cpu_s, other_cpu_s, load_1m, cpu_freq_mhz, gpus_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.t_unix_s, r.interval_s, r.usable_cores, r.cpu_busy_pct, r.engine_cpu_s,
+                  r.kurabe_cpu_s, r.other_cpu_s, r.load_1m, r.cpu_freq_mhz,
+                  json.dumps(r.gpus)) for r in rows])
+
+    def machine_samples(self) -> list[MachineSample]:
+        return [MachineSample(
+            t_unix_s=r["t_unix_s"], interval_s=r["interval_s"], usable_cores=r["usable_cores"],
+            cpu_busy_pct=r["cpu_busy_pct"], engine_cpu_s=r["engine_cpu_s"],
+            kurabe_cpu_s=r["kurabe_cpu_s"], other_cpu_s=r["other_cpu_s"], load_1m=r["load_1m"],
+            cpu_freq_mhz=r["cpu_freq_mhz"], gpus=json.loads(r["gpus_json"]),
+        ) for r in self._db.execute("SELECT * FROM machine_samples ORDER BY t_unix_s, id")]

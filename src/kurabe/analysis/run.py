@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from kurabe.analysis.machine import MachineLoad, busy_machine_warning, machine_load
 from kurabe.analysis.speed import SpeedAnalysis, analyse_speed
 from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
 from kurabe.config import ShootoutConfig
@@ -36,6 +37,7 @@ class RunAnalysis:
     loading: list[dict[str, Any]]
     memory_budget_bytes: int | None
     quality: QualityAnalysis | None = None  # when the run had a quality round
+    machine_load: MachineLoad | None = None  # None: the run has no machine samples
 
     def summary_json(self) -> dict[str, Any]:
         """The ``kurabe bench --json`` object: one entry per model, plus comparisons."""
@@ -54,6 +56,8 @@ class RunAnalysis:
         if len(self.speed.models) == 2 and decode:
             out["comparison"] = decode[0]
         out["warnings"] = [w.to_dict() for w in self.speed.warnings]
+        if self.machine_load is not None:
+            out["machine_load"] = self.machine_load.to_dict()
         if self.sweep_cells:
             out["reasoning_sweep"] = {
                 "cells": [asdict(c) for c in self.sweep_cells],
@@ -84,6 +88,9 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
     sweep_rows = list(store.requests(phase="sweep", status="ok"))
     settings = [str(s) for s in (cfg.reasoning_sweep.settings if cfg.reasoning_sweep else [])]
     cells, recs = analyse_sweep(sweep_rows, categories, settings)
+    load = machine_load(store, [*measured, *sweep_rows])
+    if (busy := busy_machine_warning(load)) is not None:
+        speed.warnings.append(busy)
     responses = [_response(r, categories) for r in [*measured, *sweep_rows]]
     quality = None
     prompt_list = [p.model_dump() for p in prompts]
@@ -102,6 +109,7 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
                        total_scheduled=len(model_names) * cfg.run.repeats * len(prompts),
                        sweep_cells=cells, sweep_recommendations=recs,
                        prompts=prompt_list, responses=responses, quality=quality,
+                       machine_load=load,
                        cards=_cards(models), loading=_loading(models),
                        memory_budget_bytes=_budget(cfg.run.memory_budget))
 
@@ -176,6 +184,8 @@ def _loading(models: list[ModelRow]) -> list[dict[str, Any]]:
         settings = m.settings
         out.append({
             "model": m.name, "rows": rows, "plan_error": plan.get("error"),
+            "placement": (f"{plan['placement']} ({plan['placement_reason']})"
+                          if plan.get("placement_reason") else plan.get("placement")),
             "ctx": settings.get("ctx"), "cache_type_k": settings.get("cache_type_k") or "f16",
             "cache_type_v": settings.get("cache_type_v") or "f16",
             "layers_offloaded": (f"{observed.layers_offloaded}/{observed.layers_offloadable}"
@@ -190,12 +200,16 @@ def _loading(models: list[ModelRow]) -> list[dict[str, Any]]:
 def _response(row: RequestRow, categories: dict[str, str]) -> dict[str, Any]:
     """One stored answer, split as the metrics split it (reasoning kept apart)."""
     chunks = row.record.get("chunks") or []
-    content = "".join(c for _, c, _ in chunks)
-    server_reasoning = "".join(r for _, _, r in chunks)
-    fmt = row.metrics.get("reasoning_format")
-    split = split_content(content, server_reasoning,
-                          starts_in_reasoning=True if fmt == "think-opened" else None)
+    content = "".join(c[1] for c in chunks)  # [t, content, reasoning(, n_tokens)]
+    server_reasoning = "".join(c[2] for c in chunks)
     m = row.metrics
+    fmt = m.get("reasoning_format")
+    # Read as the metrics read it: a stored format other than think-opened means the template
+    # was not taken to open a block (a </think> then stays a leaked marker in the answer).
+    opened = (True if fmt == "think-opened" or m.get("outcome") == "answered_without_thinking"
+              else None if fmt is None else False)
+    split = split_content(content, server_reasoning, starts_in_reasoning=opened,
+                          finish_reason=m.get("finish_reason"))
     return {
         "model": row.model, "prompt_id": row.prompt_id,
         "category": categories.get(row.prompt_id, "general"), "repeat": row.repeat,

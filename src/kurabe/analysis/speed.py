@@ -8,6 +8,8 @@ from itertools import combinations
 from statistics import mean, median
 from typing import Any
 
+import numpy as np
+
 from kurabe.analysis.stats import Estimate, Ratio, median_ci, paired_ratio
 from kurabe.store import RequestRow
 
@@ -63,6 +65,9 @@ class Comparison:
             fast, slow = slow, fast
             factor, lo, hi = 1 / factor, (1 / hi if hi else None), (1 / lo if lo else None)
         ci = f"95% CI {lo:.2f}–{hi:.2f}, n={r.n}" if lo is not None else f"n={r.n}, no interval"
+        if r.no_verdict is not None:  # too few prompts: the figure, but no verdict
+            return (f"no clear winner in {label}: {r.no_verdict}; {fast} vs {slow} = "
+                    f"{factor:.2f}× ({ci})")
         if not r.decided:
             return (f"no clear winner in {label}: {fast} vs {slow} = {factor:.2f}× "
                     f"({ci}; the interval includes 1.0)")
@@ -113,12 +118,26 @@ def _values(rows: Iterable[RequestRow], key: str) -> list[float]:
     return [v for v in values if v is not None]
 
 
+def _by_prompt(rows: Iterable[RequestRow], key: str) -> tuple[list[float], list[str]]:
+    """The values of one metric and the prompt each came from (the cluster of each value)."""
+    pairs = [(v, r.prompt_id) for r in rows if (v := r.metrics.get(key)) is not None]
+    return [v for v, _ in pairs], [p for _, p in pairs]
+
+
+def _median(values: list[float]) -> float | None:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else None
+
+
 def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bool = False,
                   errors: list[RequestRow] | None = None) -> SpeedAnalysis:
-    """``rows``: measured, successful requests; ``errors``: failed measured requests."""
+    """``rows``: measured, successful requests; ``errors``: failed measured requests.
+
+    Intervals treat prompts as the sampled units (each value's cluster is its prompt id) and
+    no figure depends on the order of ``rows``."""
     by_model = {m: [r for r in rows if r.model == m] for m in models}
     per_model = {
-        m: {k: median_ci(_values(by_model[m], k)) for k in SUMMARY_METRICS} for m in models
+        m: {k: median_ci(*_by_prompt(by_model[m], k)) for k in SUMMARY_METRICS} for m in models
     }
     prompt_ids = list(dict.fromkeys(r.prompt_id for r in rows))
     per_prompt = []
@@ -129,7 +148,7 @@ def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bo
                 continue
             per_prompt.append({
                 "prompt_id": pid, "model": m, "n": len(sel),
-                **{k: median_ci(_values(sel, k)).median for k in SUMMARY_METRICS},
+                **{k: _median(_values(sel, k)) for k in SUMMARY_METRICS},
                 "finish_reasons": sorted({r.metrics.get("finish_reason") or "?" for r in sel}),
             })
     comparisons = []
@@ -138,13 +157,16 @@ def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bo
         pairs_b = {(r.prompt_id, r.repeat): r for r in by_model[b]}
         keys = [k for k in pairs_a if k in pairs_b]
         for metric in COMPARED_METRICS:
-            matched: list[tuple[float, float]] = []
+            xs: list[float] = []
+            ys: list[float] = []
+            prompts: list[str] = []
             for k in keys:
                 x, y = pairs_a[k].metrics.get(metric), pairs_b[k].metrics.get(metric)
                 if x and y:
-                    matched.append((x, y))
-            comparisons.append(Comparison(a, b, metric, paired_ratio(
-                [x for x, _ in matched], [y for _, y in matched])))
+                    xs.append(x)
+                    ys.append(y)
+                    prompts.append(k[0])
+            comparisons.append(Comparison(a, b, metric, paired_ratio(xs, ys, clusters=prompts)))
     errors = errors or []
     counts = {m: {"ok": len(by_model[m]), "error": sum(1 for e in errors if e.model == m)}
               for m in models}
@@ -162,16 +184,36 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
     out: list[FairnessWarning] = []
     present = [m for m in models if by_model[m]]
 
-    # 1. Output lengths: the same work only if the models wrote about as much.
-    for a, b in combinations(present, 2):
-        la, lb = mean(_values(by_model[a], "output_tokens")), mean(_values(by_model[b], "output_tokens"))
-        ca, cb = mean(_values(by_model[a], "answer_chars")), mean(_values(by_model[b], "answer_chars"))
-        if min(la, lb) > 0 and max(la, lb) / min(la, lb) - 1 > LENGTH_TOLERANCE:
+    # 1. Output lengths: the same work only if the models wrote about as much. A model whose
+    #    requests carry no token count at all (no usage from the server and nothing streamed)
+    #    has no length to compare: that is said instead.
+    def _mean(m: str, key: str) -> float | None:
+        values = _values(by_model[m], key)
+        return mean(values) if values else None
+
+    lengths = {m: _mean(m, "output_tokens") for m in present}
+    for m in present:
+        if lengths[m] is None:
+            out.append(FairnessWarning(
+                "output_length_unknown",
+                f"{m}: none of its {len(by_model[m])} requests has an output token count "
+                "(the server reported no usage and no text was streamed), so its output "
+                "length, and every rate built on it, cannot be compared",
+            ))
+    for a, b in combinations([m for m in present if lengths[m] is not None], 2):
+        la, lb = lengths[a], lengths[b]
+        assert la is not None and lb is not None
+        ca, cb = _mean(a, "answer_chars"), _mean(b, "answer_chars")
+        chars_a = f"{ca:.0f} chars" if ca is not None else "chars unknown"
+        chars_b = f"{cb:.0f} chars" if cb is not None else "chars unknown"
+        lo, hi = min(la, lb), max(la, lb)
+        if hi > 0 and (lo == 0 or hi / lo - 1 > LENGTH_TOLERANCE):
+            by = "one wrote nothing" if lo == 0 else f"{hi / lo - 1:.0%}"
             out.append(FairnessWarning(
                 "output_length_mismatch",
-                f"output lengths differ by {max(la, lb) / min(la, lb) - 1:.0%}: {a} wrote "
-                f"{la:.0f} tokens ({ca:.0f} chars) on average, {b} {lb:.0f} tokens "
-                f"({cb:.0f} chars); use fixed-length mode (run.fixed_length) to compare the same work",
+                f"output lengths differ by {by}: {a} wrote "
+                f"{la:.0f} tokens ({chars_a}) on average, {b} {lb:.0f} tokens "
+                f"({chars_b}); use fixed-length mode (run.fixed_length) to compare the same work",
             ))
 
     # 2. Reasoning share: thinking tokens are not answer tokens.
@@ -236,7 +278,8 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                     f"{dev:+.1%} (median); streaming or network overhead is distorting the figures",
                 ))
 
-    # 7. Thinking that used the whole budget, and markers leaking into answers.
+    # 7. Outcomes that say something went wrong with thinking: the whole budget used,
+    #    stopping inside the reasoning, a template-opened block never used, leaked markers.
     for m in present:
         exhausted = [r for r in by_model[m] if r.metrics.get("outcome") == "thinking_exhausted"]
         if exhausted:
@@ -248,6 +291,25 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                 "refusals. Raise max_tokens well above the reasoning length, or cap thinking "
                 "(llama-server --reasoning-budget N, or chat_template_kwargs "
                 "enable_thinking=false / a lower reasoning_effort)",
+            ))
+        stopped = [r for r in by_model[m] if r.metrics.get("outcome") == "stopped_in_thinking"]
+        if stopped:
+            out.append(FairnessWarning(
+                "stopped_in_thinking",
+                f"{m}: {len(stopped)} of {len(by_model[m])} requests reasoned and then stopped "
+                "on their own (not at the token limit) without an answer; these are not "
+                "refusals and are never graded. The model may end its turn inside its "
+                "reasoning, or its chat template or stop tokens may not match the model",
+            ))
+        unthinking = [r for r in by_model[m]
+                      if r.metrics.get("outcome") == "answered_without_thinking"]
+        if unthinking:
+            out.append(FairnessWarning(
+                "answered_without_thinking",
+                f"{m}: {len(unthinking)} of {len(by_model[m])} answers came without thinking: "
+                "the chat template opened a think block that the model never closed. They are "
+                "read and graded as answers, but this model did not reason, so its speed is "
+                "not that of a thinking model (it may not be one, or thinking was skipped)",
             ))
         leaked = [r for r in by_model[m] if r.metrics.get("outcome") == "leaked"]
         if leaked:
@@ -265,5 +327,55 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
             out.append(FairnessWarning(
                 "failed_requests",
                 f"{m}: {counts[m]['error']} measured requests failed and are not in the figures",
+            ))
+    out += clock_warnings(models, by_model)
+    return out
+
+
+# More output tokens per text chunk than this, with no server clock and no per-chunk counts,
+# and the client's clock cannot tell where the first chunk's tokens fell.
+CLOCK_TOKENS_PER_CHUNK = 1.5
+
+
+def clock_warnings(models: list[str], by_model: dict[str, list[RequestRow]]
+                   ) -> list[FairnessWarning]:
+    """Say which clock each model's decode rate (and so the headline) is on, wherever the
+    client's clock could not resolve the tokens (``decode_clock``, docs/metrics.md)."""
+    from kurabe.metrics import CLOCK_AGREEMENT_TOLERANCE
+
+    out: list[FairnessWarning] = []
+    for m in models:
+        rows = by_model.get(m) or []
+        on_server = [r.metrics for r in rows if r.metrics.get("decode_clock") == "server"]
+        if on_server:
+            ratios = sorted(x["clock_agreement"] for x in on_server if x.get("clock_agreement"))
+            seen = (f"client/server decode {ratios[0]:.2f}–{ratios[-1]:.2f}×" if ratios
+                    else "the client's clock gave no rate")
+            chunks = median([x.get("n_chunks") or 0 for x in on_server])
+            tokens = median([x.get("output_tokens") or 0 for x in on_server])
+            which = ("the server's own clock" if len(on_server) == len(rows) else
+                     "the server's own clock for those requests and the client's for the rest")
+            out.append(FairnessWarning(
+                "clock_fallback",
+                f"{m}: on {len(on_server)} of {len(rows)} requests the client's clock could not "
+                f"resolve the tokens ({seen}, beyond ±{CLOCK_AGREEMENT_TOLERANCE:.0%}; median "
+                f"{chunks:.0f} chunks for {tokens:.0f} tokens); its decode rate and the headline "
+                f"use {which} (timings.predicted_per_second)",
+            ))
+        unchecked = [r.metrics for r in rows
+                     if r.metrics.get("decode_clock") == "client"
+                     and r.metrics.get("clock_agreement") is None
+                     and r.metrics.get("token_attribution") == "assumed"
+                     and (r.metrics.get("output_tokens") or 0)
+                     > CLOCK_TOKENS_PER_CHUNK * (r.metrics.get("n_chunks") or 0)]
+        if unchecked:
+            chunks = median([x.get("n_chunks") or 0 for x in unchecked])
+            tokens = median([x.get("output_tokens") or 0 for x in unchecked])
+            out.append(FairnessWarning(
+                "clock_unverified",
+                f"{m}: {len(unchecked)} of {len(rows)} requests streamed far fewer chunks than "
+                f"tokens (median {chunks:.0f} chunks for {tokens:.0f} tokens) and the server "
+                "reports no clock of its own; the decode rate uses the client's clock, assuming "
+                "the first chunk held one token, which nothing can check here",
             ))
     return out

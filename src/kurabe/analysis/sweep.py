@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from statistics import median
 
 from kurabe.store import RequestRow
+from kurabe.thinking import JUDGED_OUTCOMES
 
 ANSWER_RATE_TOLERANCE = 0.05  # settings this close to the best answer rate count as "as good"
 MIN_SPEEDUP = 1.2  # below this, latency differences between settings are not worth a claim
@@ -18,7 +19,7 @@ class SweepCell:
     category: str
     setting: str
     n: int
-    answered: int
+    answered: int  # answers, with or without thinking (kurabe.thinking.JUDGED_OUTCOMES)
     thinking_exhausted: int
     answer_rate: float
     output_tokens: float | None
@@ -60,9 +61,10 @@ def analyse_sweep(rows: list[RequestRow], categories: dict[str, str],
         for setting in sorted({r.setting for r in sel}, key=lambda s: order.get(s, 99)):
             group = [r for r in sel if r.setting == setting]
             outcomes = [r.metrics.get("outcome") for r in group]
+            answered = sum(1 for o in outcomes if o in JUDGED_OUTCOMES)
             cells.append(SweepCell(
-                model, category, setting, len(group), outcomes.count("answered"),
-                outcomes.count("thinking_exhausted"), outcomes.count("answered") / len(group),
+                model, category, setting, len(group), answered,
+                outcomes.count("thinking_exhausted"), answered / len(group),
                 _med(r.metrics.get("output_tokens") for r in group),
                 _med(r.metrics.get("reasoning_tokens") for r in group),
                 _med(r.metrics.get("e2e_s") for r in group)))

@@ -1,9 +1,10 @@
 """llama.cpp: a managed server (started with the configured flags, logged, always stopped),
 and an external llama-server, sharing one dialect.
 
-The dialect: ``cache_prompt: false`` so repeats measure the same work, a per-request
-reasoning token budget (``reasoning_budget_tokens``), and the model's own tokenizer
-(``/tokenize``) for counting reasoning and answer tokens.
+The dialect: ``cache_prompt: false`` so repeats measure the same work, the server's running
+token count in every chunk (``timings_per_token``), a per-request reasoning token budget
+(``reasoning_budget_tokens``), and the model's own tokenizer (``/tokenize``) for counting
+reasoning and answer tokens.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class LlamaCppDialect(Backend):
         body = super().request_body(req)
         # Repeats must measure the same work: never serve the prompt from llama.cpp's cache.
         body["cache_prompt"] = False
+        # The server's running token count in every chunk: a chunk can carry several tokens.
+        body["timings_per_token"] = True
         body.update(req.extra_body)
         return body
 

@@ -7,10 +7,13 @@ real server; only the network is missing.
 
 A script is registered under a name and used as ``source = "scripted:NAME"``. It maps each
 request body to a ``ScriptedReply``: text streamed one chunk per token (a string is split
-into characters, a list is taken as the tokens), optional reasoning before it, a finish
-reason, the delay before the first chunk and between chunks, or a fault (an HTTP error, a
-dropped connection, an engine that dies). The backend keeps its own clock for each reply and
-reports it as llama.cpp's ``timings`` would, so figures can be checked against it.
+into characters, a list is taken as the tokens) or several tokens to a chunk, optional
+reasoning before it, a finish reason, the delay before the first token and between tokens,
+or a fault (an HTTP error, a dropped connection, an engine that dies). The backend keeps its
+own clock for each reply and reports it as llama.cpp's ``timings`` would (``predicted_ms``
+from the first token to the last, ``predicted_per_second`` = (n − 1) / predicted_ms), in
+every chunk too when asked (llama.cpp's ``timings_per_token``), so figures can be checked
+against it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +42,12 @@ class ScriptedReply:
     content: str | Sequence[str] = ""
     reasoning: str | Sequence[str] = ""
     finish_reason: str = "stop"
-    first_token_s: float = 0.0  # delay before the first chunk (prompt processing)
-    token_s: float = 0.0  # delay between chunks
+    first_token_s: float = 0.0  # delay before the first token (prompt processing)
+    token_s: float = 0.0  # delay between tokens
+    # Tokens per chunk: an int, or the sizes of the chunks in turn (the last size repeats),
+    # e.g. [8, 1]: the first chunk holds 8 tokens, as when a server holds text back.
+    tokens_per_chunk: int | Sequence[int] = 1
+    timings_per_chunk: bool = False  # running timings in every chunk (timings_per_token)
     http_status: int = 200  # != 200: answer with this status and ``error_body``
     error_body: str = "scripted error"
     drop: bool = False  # close the connection before answering
@@ -51,6 +58,13 @@ class ScriptedReply:
             return list(x) if isinstance(x, str) else [str(t) for t in x]
 
         return split(self.reasoning), split(self.content)
+
+    def chunk_sizes(self) -> Iterator[int]:
+        sizes = ([self.tokens_per_chunk] if isinstance(self.tokens_per_chunk, int)
+                 else list(self.tokens_per_chunk)) or [1]
+        yield from sizes
+        while True:
+            yield sizes[-1]
 
 
 Script = Callable[[dict[str, Any]], ScriptedReply]
@@ -128,28 +142,43 @@ class ScriptedServer:
         if reply.first_token_s:
             await asyncio.sleep(reply.first_token_s)
         t_first = t_last = None
+        per_chunk = reply.timings_per_chunk or bool(body.get("timings_per_token"))
+        prompt_n = sum(len(str(m.get("content", ""))) for m in body.get("messages") or [])
+
+        def timings(n: int) -> dict[str, Any]:
+            predicted_ms = ((t_last - t_first) * 1000) if t_first and t_last else 0.0
+            prompt_ms = ((t_first or time.perf_counter()) - t0) * 1000
+            return {"prompt_n": prompt_n, "prompt_ms": prompt_ms,
+                    "prompt_per_second": prompt_n / (prompt_ms / 1000) if prompt_ms else None,
+                    "predicted_n": n, "predicted_ms": predicted_ms,
+                    "predicted_per_second": ((n - 1) / (predicted_ms / 1000)
+                                             if n > 1 and predicted_ms else None),
+                    "cache_n": 0}
+
         yield self._sse({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        sizes = reply.chunk_sizes()
+        want = next(sizes)
+        held: dict[str, str] = {}
         for i, (kind, text) in enumerate(tokens):
             if i and reply.token_s:
                 await asyncio.sleep(reply.token_s)
             t_last = time.perf_counter()
             t_first = t_first or t_last
             field_name = "reasoning_content" if kind == "reasoning" else "content"
-            yield self._sse({"choices": [{"index": 0, "delta": {field_name: text}}]})
-        prompt_n = sum(len(str(m.get("content", ""))) for m in body.get("messages") or [])
+            held[field_name] = held.get(field_name, "") + text
+            want -= 1
+            if want > 0 and i < len(tokens) - 1:
+                continue  # the chunk is not full yet: this token waits in it
+            payload: dict[str, Any] = {"choices": [{"index": 0, "delta": held}]}
+            if per_chunk:
+                payload["timings"] = timings(i + 1)
+            yield self._sse(payload)
+            held, want = {}, next(sizes)
         n = len(tokens)
-        predicted_ms = ((t_last - t_first) * 1000) if t_first and t_last else 0.0
-        prompt_ms = ((t_first or time.perf_counter()) - t0) * 1000
-        timings = {"prompt_n": prompt_n, "prompt_ms": prompt_ms,
-                   "prompt_per_second": prompt_n / (prompt_ms / 1000) if prompt_ms else None,
-                   "predicted_n": n, "predicted_ms": predicted_ms,
-                   "predicted_per_second": ((n - 1) / (predicted_ms / 1000)
-                                            if n > 1 and predicted_ms else None),
-                   "cache_n": 0}
         yield self._sse({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
                          "usage": {"prompt_tokens": prompt_n, "completion_tokens": n,
                                    "total_tokens": prompt_n + n},
-                         "timings": timings})
+                         "timings": timings(n)})
         yield b"data: [DONE]\n\n"
 
 

@@ -4,9 +4,11 @@ Every check returns a small dataclass carrying the figure it measured and, where
 means something, a pass/fail. Text is NFKC-normalised first, as in ``kurabe.metrics``, so
 half-width kana and full-width Latin count like their ordinary forms.
 
-Outcomes come from ``kurabe.thinking``: a ``thinking_exhausted`` response (the token limit hit
-inside reasoning, no answer) is never a refusal and is never graded; nor is an ``empty`` one
-or a request that failed (``error``).
+Outcomes come from ``kurabe.thinking``: a response with no answer (``NOT_ANSWERED``:
+``thinking_exhausted``, the token limit hit inside reasoning; ``stopped_in_thinking``, the
+model stopped inside its reasoning on its own; ``empty``; a failed request, ``error``) is
+never a refusal and is never graded. An ``answered_without_thinking`` response has an answer
+and is checked like any other.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 import regex
 
 from kurabe.metrics import count_chars
+from kurabe.thinking import NO_ANSWER_OUTCOMES
 
 # Outcomes with no answer to judge: never a refusal, never graded.
-NOT_ANSWERED = ("thinking_exhausted", "empty", "error")
+NOT_ANSWERED = NO_ANSWER_OUTCOMES
 
 # -- Japanese share and language ----------------------------------------------------------
 
@@ -323,7 +326,7 @@ def detect_refusal(text: str, lang: str | None = None, outcome: str | None = Non
     declining (I can't help with that, お答えできません, 申し訳ありませんが…できません), not
     any "can't": "I can't stress this enough", "I can't help but notice" and
     「一概にはお答えできませんが」 are not refusals. ``outcome`` from kurabe.thinking: a
-    ``thinking_exhausted``, ``empty`` or ``error`` response is never a refusal.
+    response with no answer (``NOT_ANSWERED``) is never a refusal.
     """
     if outcome in NOT_ANSWERED:
         return RefusalCheck(False, [], [], lang, False, False, outcome,

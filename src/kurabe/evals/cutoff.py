@@ -4,8 +4,9 @@
 it), ``dont_know`` (it says it does not know, or that the event is past its knowledge),
 ``refused`` (it declines), or ``wrong`` (a confident answer without any accepted answer: a
 hallucination, counted apart from not knowing). A response with no answer to read
-(``thinking_exhausted``, ``empty``, ``error``, or blank text) is ``ungraded``: never a
-refusal, never a wrong answer, and left out of every count that decides a month.
+(``checks.NOT_ANSWERED``: ``thinking_exhausted``, ``stopped_in_thinking``, ``empty``,
+``error``; or blank text) is ``ungraded``: never a refusal, never a wrong answer, and left
+out of every count that decides a month.
 
 ``estimate_cutoff`` takes ``(month, classification)`` pairs and returns the last month in
 which most graded answers were correct, with the per-month table behind it.
@@ -128,7 +129,7 @@ class MonthRow:
     wrong: int = 0
     dont_know: int = 0
     refused: int = 0
-    ungraded: int = 0           # thinking_exhausted / empty / error: not in n
+    ungraded: int = 0           # no answer (checks.NOT_ANSWERED): not in n
     majority: bool | None = None  # correct > n / 2; None when n < min_items (undecided)
 
     @property

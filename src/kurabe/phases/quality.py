@@ -28,7 +28,7 @@ from kurabe.records import (
     SuiteItem,
 )
 from kurabe.store import Store
-from kurabe.thinking import Split, split_stream
+from kurabe.thinking import JUDGED_OUTCOMES, Split, split_stream
 
 # (kind, item, repeat, model, model_b, position)
 JudgeTask = tuple[str, SuiteItem, int, str, str, str]
@@ -124,7 +124,8 @@ class GenerationPhase(Phase):
                               temperature=self.plan.config.run.temperature,
                               seed=self.plan.q.seed, extra_body=extra)
             record = await client.stream_chat(req)
-            split = split_stream(record.timed_chunks(), starts_in_reasoning=opened).split
+            split = split_stream(record.timed_chunks(), starts_in_reasoning=opened,
+                                 finish_reason=record.finish_reason).split
             turns.append({"question": question, "answer": split.answer,
                           "reasoning": split.reasoning, "record": record.to_dict()})
             if record.error:
@@ -186,7 +187,7 @@ class ChecksPhase(Phase):
                 res = C.length_check(text, max_chars=limits.get("max_chars"),
                                      min_chars=limits.get("min_chars"))
                 rows.append(("length", res.passed, res.chars, None))
-            if outcome not in ("thinking_exhausted", "error") and text.strip():
+            if outcome not in C.NOT_ANSWERED and text.strip():
                 refusal = C.detect_refusal(text, item.lang, outcome)
                 # passed = True means "refused" for this check: a finding, not a grade.
                 rows.append(("refusal", refusal.refused, None,
@@ -230,7 +231,7 @@ class ChecksPhase(Phase):
                 for n, (a, item) in enumerate(jobs):
                     progress(f"code check {a.model} · {a.item_id}", n, len(jobs))
                     if a.outcome in NOT_ANSWERED:
-                        # No answer to try (thinking_exhausted, empty, error): not a failed page.
+                        # No answer to try (NOT_ANSWERED): not a failed page.
                         record(a, "code:skipped", None, f"{a.outcome}: no answer to check")
                         continue
                     kind = item.checks["html_app"]
@@ -288,9 +289,10 @@ class JudgingPhase(Phase):
                                     "repeat": r, "model": m, "model_b": mb or None,
                                     "position": pos or None}
             sides = [answers[(m, item.id, r)]] + ([answers[(mb, item.id, r)]] if mb else [])
-            not_answered = [s for s in sides if s.outcome != "answered"]
+            not_answered = [s for s in sides if s.outcome not in JUDGED_OUTCOMES]
             if not_answered:
-                # thinking_exhausted / empty / leaked answers are never graded as answers.
+                # Only answers are graded: never thinking_exhausted / stopped_in_thinking /
+                # empty / leaked ones.
                 ctx.store.add_grade(GradeRow(**base, status="skipped", detail=", ".join(
                     f"{s.model}: {s.outcome}" for s in not_answered)))
                 continue

@@ -131,3 +131,67 @@ def stacked_bar(title: str, rows: list[tuple[str, list[tuple[str, float]]]], bud
                    f'y="{height - 7}">{escape(part)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def timeline(title: str, unit: str, series: list[tuple[str, list[tuple[float, float]]]], *,
+             ymax: float | None = None, threshold: tuple[float, str] | None = None,
+             span: tuple[float, float] | None = None, span_label: str = "",
+             x_unit: str = "s", width: int = 680) -> str:
+    """Lines over time (x: seconds from the start), one per series, with an optional dashed
+    threshold line and a shaded span (e.g. while the speed was measured)."""
+    shown = [(label, pts) for label, pts in series if pts]
+    if not shown:
+        return ""
+    left, right, top, bottom, height = 50, 12, 30, 44, 240
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xmax = max(x for _, pts in shown for x, _ in pts) or 1.0
+    top_value = max([y for _, pts in shown for _, y in pts] + [ymax or 0.0,
+                                                               threshold[0] if threshold else 0.0])
+    top_value = top_value or 1.0
+
+    def px(x: float) -> float:
+        return left + x / xmax * plot_w
+
+    def py(y: float) -> float:
+        return top + plot_h - min(y, top_value) / top_value * plot_h
+
+    out = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" xmlns="http://www.w3.org/2000/svg" data-chart="timeline">',
+           f'<title>{escape(title)}</title>',
+           f'<text x="0" y="16" class="chart-title">{escape(title)} ({escape(unit)})</text>']
+    if span is not None:
+        x0, x1 = px(max(span[0], 0.0)), px(min(span[1], xmax))
+        out.append(f'<rect x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 1):.1f}" '
+                   f'height="{plot_h}" fill="#eef3fa" data-span="{span[0]:.6g}-{span[1]:.6g}">'
+                   f'<title>{escape(span_label)}</title></rect>')
+    out.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" '
+               f'y2="{top + plot_h}" stroke="#999"/>'
+               f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#999"/>'
+               f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" class="axis">'
+               f'{_num(top_value)}</text>'
+               f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" class="axis">0</text>'
+               f'<text x="{width - right}" y="{top + plot_h + 14}" text-anchor="end" '
+               f'class="axis">{_num(xmax)} {escape(x_unit)}</text>')
+    if threshold is not None:
+        ty = py(threshold[0])
+        out.append(f'<line x1="{left}" y1="{ty:.1f}" x2="{width - right}" y2="{ty:.1f}" '
+                   f'stroke="#c00" stroke-dasharray="4 3" data-threshold="{threshold[0]:.6g}"/>'
+                   f'<text x="{width - right}" y="{ty - 4:.1f}" text-anchor="end" fill="#c00">'
+                   f'{escape(threshold[1])} {_num(threshold[0])}</text>')
+    for i, (label, pts) in enumerate(shown):
+        color = PALETTE[i % len(PALETTE)]
+        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8" '
+                   f'points="{points}" data-series="{escape(label)}" '
+                   f'data-max="{max(y for _, y in pts):.6g}"><title>{escape(label)}</title>'
+                   f'</polyline>')
+        out.append(f'<rect x="{left + i * 150}" y="{height - 16}" width="10" height="10" '
+                   f'fill="{color}"/><text x="{left + i * 150 + 14}" y="{height - 7}">'
+                   f'{escape(label)}</text>')
+    if span is not None and span_label:
+        x = left + len(shown) * 150
+        out.append(f'<rect x="{x}" y="{height - 16}" width="10" height="10" fill="#eef3fa" '
+                   f'stroke="#999"/><text x="{x + 14}" y="{height - 7}">'
+                   f'{escape(span_label)}</text>')
+    out.append("</svg>")
+    return "".join(out)

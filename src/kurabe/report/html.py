@@ -77,6 +77,24 @@ def _loading_chart(a: RunAnalysis) -> str:
     return charts.stacked_bar("memory llama.cpp allocated", rows, budget, unit="GiB")
 
 
+def _machine_chart(a: RunAnalysis) -> str:
+    """CPU use over the run in cores: other processes (against the busy threshold), the
+    engines and kurabe, with the span in which the speed was measured shaded."""
+    load = a.machine_load
+    if load is None or not load.series:
+        return ""
+    pts = load.series
+    inside = [p for p in pts if p["in_window"]]
+    span = (inside[0]["t_s"] - inside[0]["interval_s"], inside[-1]["t_s"]) if inside else None
+    return charts.timeline(
+        "CPU use during the run", "cores",
+        [(label, [(p["t_s"], p[key]) for p in pts])
+         for label, key in (("other processes", "other_cores"), ("engines", "engine_cores"),
+                            ("kurabe", "kurabe_cores"))],
+        ymax=float(load.usable_cores), threshold=(load.threshold_cores, "busy above"),
+        span=span, span_label="speed measured")
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: resources.files("kurabe.report").joinpath(
@@ -96,6 +114,7 @@ def render_html(a: RunAnalysis) -> str:
         settings=settings, speed=a.speed, metrics=SUMMARY_METRICS, metric_docs=METRIC_DOCS,
         speed_charts=[_markup(svg) for svg in _speed_charts(a)],
         loading_chart=_markup(_loading_chart(a)),
+        machine_chart=_markup(_machine_chart(a)),
         quality_chart=_markup(_quality_chart(a)),
         data_json=_markup(_json_for_script(data)), script=_markup(script), csp=csp(script),
     )

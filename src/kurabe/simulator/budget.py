@@ -22,10 +22,56 @@ def parse_size(text: str, what: str = "memory budget") -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def machine_gpus() -> list[str]:
+    """The GPUs found on this machine (name, memory, driver), as runs record them."""
+    from kurabe.machine import machine_info
+
+    return list(machine_info()["gpus"])
+
+
+def resolve_placement(gpu: bool | None, ngl: int | None) -> tuple[bool, str, str]:
+    """(gpu, basis, reason) for a plan: whether it assumes a GPU, whether that was "asked"
+    or read from this "machine", and why, in words.
+
+    ``gpu`` None plans for this machine: a GPU when one is found, none otherwise. Asking for
+    layers to be offloaded (``ngl`` other than None or 0) assumes a GPU, so a plan for a GPU
+    box can be made on a CPU-only laptop; ``ngl`` 0 keeps every layer in host memory."""
+    offload = ngl is not None and ngl != 0
+    if gpu is False:
+        if offload:
+            raise KurabeError(f"offloading layers (ngl {ngl}) needs a GPU, but the plan was "
+                              "asked to assume none")
+        return False, "asked", "no GPU assumed, as asked"
+    if gpu is True:
+        return True, "asked", "a GPU assumed, as asked"
+    if offload:
+        what = "every layer" if ngl is not None and ngl < 0 else f"{ngl} layers"
+        return True, "asked", f"{what} offloaded to a GPU, as asked"
+    gpus = machine_gpus()
+    if ngl == 0:
+        return bool(gpus), "asked", "no layers offloaded, as asked"
+    if gpus:
+        return True, "machine", f"GPU found on this machine: {'; '.join(gpus)}"
+    return False, "machine", "no GPU found on this machine"
+
+
 def plan_model(spec: str, *, ctx: int = 4096, cache_type_k: str = "f16", cache_type_v: str = "f16",
                parallel: int = 1, ngl: int | None = None, ubatch: int = 512,
                flash_attn: str = "auto", quant: str | None = None, budget: str | None = None,
                gpu: bool | None = None) -> dict[str, Any]:
+    """The memory plan of one model. Placement: see :func:`resolve_placement`; the result
+    says which was assumed (``placement``, ``gpu_assumed``, ``n_gpu_layers`` of
+    ``n_layers_offloadable``) and why (``placement_basis``, ``placement_reason``)."""
+    return _plan(spec, resolve_placement(gpu, ngl), ctx=ctx, cache_type_k=cache_type_k,
+                 cache_type_v=cache_type_v, parallel=parallel, ngl=ngl, ubatch=ubatch,
+                 flash_attn=flash_attn, quant=quant, budget=budget)
+
+
+def _plan(spec: str, placement: tuple[bool, str, str], *, ctx: int = 4096,
+          cache_type_k: str = "f16", cache_type_v: str = "f16", parallel: int = 1,
+          ngl: int | None = None, ubatch: int = 512, flash_attn: str = "auto",
+          quant: str | None = None, budget: str | None = None) -> dict[str, Any]:
+    gpu, basis, reason = placement
     header, kind = load_model_header(spec)
     budget_bytes = parse_size(budget) if budget else None
     file_bytes = getattr(header, "file_bytes", None)
@@ -35,24 +81,30 @@ def plan_model(spec: str, *, ctx: int = 4096, cache_type_k: str = "f16", cache_t
         file_bytes, quant_name = prediction.file_bytes, quant.upper()
     elif kind == "hf-config":
         quant_name = quant_name or "F16/BF16 (as converted)"
-    # A CPU-only plan keeps everything in host memory unless layers are offloaded.
     plan = plan_memory(header, ctx=ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                        parallel=parallel, ngl=ngl, ubatch=ubatch, flash_attn=flash_attn,
-                       **({"gpu": gpu} if gpu is not None else {}))
+                       gpu=gpu)
     out = plan.to_dict(budget_bytes)
     out.update({"model": spec, "quant": quant_name, "file_bytes": file_bytes,
                 "ctx": ctx, "cache_type_k": cache_type_k, "cache_type_v": cache_type_v,
-                "parallel": parallel})
+                "parallel": parallel, "ngl": ngl, "placement_basis": basis,
+                "placement_reason": reason})
     return out
 
 
-def rank_quants(spec: str, quants: list[str], *, budget: str | None,
-                **settings: Any) -> dict[str, Any]:
-    """Plan each quant; the recommendation is the largest file whose total fits the budget."""
+def rank_quants(spec: str, quants: list[str], *, budget: str | None, gpu: bool | None = None,
+                ngl: int | None = None, **settings: Any) -> dict[str, Any]:
+    """Plan each quant; the recommendation is the largest file whose total fits the budget.
+    Every quant is planned with the same placement (decided once, as for :func:`plan_model`),
+    repeated at the top level of the result."""
     if not budget:
         raise KurabeError("ranking quants needs a memory budget (e.g. 48GiB)")
-    rows = [plan_model(spec, quant=q, budget=budget, **settings) for q in quants]
+    placement = resolve_placement(gpu, ngl)
+    rows = [_plan(spec, placement, quant=q, budget=budget, ngl=ngl, **settings) for q in quants]
     rows.sort(key=lambda r: r["file_bytes"] or 0)
     fitting = [r for r in rows if r["fits"]]
     best = max(fitting, key=lambda r: r["file_bytes"] or 0)["quant"] if fitting else None
-    return {"model": spec, "budget_bytes": parse_size(budget), "quants": rows, "best": best}
+    return {"model": spec, "budget_bytes": parse_size(budget), "quants": rows, "best": best,
+            "gpu_assumed": placement[0], "ngl": ngl,
+            "placement": rows[0]["placement"] if rows else None,
+            "placement_basis": placement[1], "placement_reason": placement[2]}

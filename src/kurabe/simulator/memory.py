@@ -194,6 +194,26 @@ class MemoryPlan:
     def total_bytes(self) -> int:
         return self.host_bytes + self.device_bytes
 
+    @property
+    def n_layers_offloadable(self) -> int:
+        """Layers -ngl counts: the blocks and the output layer (llama.cpp's "N/M layers")."""
+        return self.layout.n_layer_all + 1
+
+    @property
+    def gpu_assumed(self) -> bool:
+        """Whether this plan is for a machine (and build) with an accelerator."""
+        return bool(self.settings.get("gpu", True))
+
+    @property
+    def placement(self) -> str:
+        """Where the layers go, in words: CPU only, or how many are offloaded to the GPU."""
+        n, m = self.n_gpu_layers, self.n_layers_offloadable
+        if n == 0:
+            return "CPU only" if not self.gpu_assumed else f"CPU only: 0/{m} layers on the GPU"
+        if n >= m:
+            return f"all {m}/{m} layers on the GPU"
+        return f"{n}/{m} layers on the GPU, {m - n} on the CPU"
+
     def _used(self, which: str) -> int:
         if which == "total":
             return self.total_bytes
@@ -260,6 +280,9 @@ class MemoryPlan:
             "n_ubatch": self.n_ubatch,
             "flash_attn": self.flash_attn,
             "n_gpu_layers": self.n_gpu_layers,
+            "n_layers_offloadable": self.n_layers_offloadable,
+            "gpu_assumed": self.gpu_assumed,
+            "placement": self.placement,
             "kv_detail": [vars(d) | {"bytes": d.bytes} for d in self.kv_detail],
             "notes": list(self.notes),
         }
