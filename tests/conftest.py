@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -110,3 +111,24 @@ def page_watch(browser):
     watch = PageWatch(browser)
     yield watch
     watch.close()
+
+
+_script_names = itertools.count()
+
+
+@pytest.fixture
+def script():
+    """script(reply, replies or fn(body) -> reply) -> 'scripted:NAME': a model of the
+    in-process scripted backend, unregistered after the test."""
+    from kurabe.backends.scripted import register_script, unregister_script
+
+    made = []
+
+    def make(behaviour) -> str:
+        name = f"t{next(_script_names)}"
+        made.append(name)
+        return register_script(name, behaviour)
+
+    yield make
+    for name in made:
+        unregister_script(name)

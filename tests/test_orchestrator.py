@@ -21,8 +21,6 @@ from kurabe import api
 from kurabe.backends.scripted import (
     ScriptedReply,
     last_user_text,
-    register_script,
-    unregister_script,
 )
 from kurabe.cli import app
 from kurabe.config import load_config, parse_config
@@ -30,23 +28,6 @@ from kurabe.orchestrator import Orchestrator, RunTerminated
 from kurabe.phases.schedule import build_schedule
 from kurabe.phases.speed import EngineDied
 from kurabe.store import Store
-
-_names = itertools.count()
-
-
-@pytest.fixture
-def script():
-    """script(fn_or_reply) -> 'scripted:NAME', unregistered after the test."""
-    made = []
-
-    def make(behaviour) -> str:
-        name = f"t{next(_names)}"
-        made.append(name)
-        return register_script(name, behaviour)
-
-    yield make
-    for name in made:
-        unregister_script(name)
 
 
 def recorder(calls: list, label: str, reply=None):

@@ -5,7 +5,6 @@ ambiguous reading of a saved response, and the fairness guards on responses with
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from kurabe.analysis.sweep import analyse_sweep
 from kurabe.backends.scripted import (
     ScriptedReply,
     ScriptedServer,
-    register_script,
-    unregister_script,
 )
 from kurabe.cli import app
 from kurabe.config import load_config, parse_config
@@ -242,24 +239,9 @@ def test_thinking_split_of_reasoning_that_stopped_on_its_own(tmp_path):
 # Whole runs on the scripted backend
 # --------------------------------------------------------------------------------------------
 
-_names = itertools.count()
 OPENS_THINKING = ("{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}"
                   "{%- endif %}")
 OPENS_NOTHING = "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-
-
-@pytest.fixture
-def script():
-    made = []
-
-    def make(behaviour) -> str:
-        name = f"outcomes{next(_names)}"
-        made.append(name)
-        return register_script(name, behaviour)
-
-    yield make
-    for name in made:
-        unregister_script(name)
 
 
 @pytest.fixture
