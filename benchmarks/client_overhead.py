@@ -59,7 +59,7 @@ from importlib.metadata import version as pkg_version
 import httpx
 from httpx_sse import aconnect_sse
 
-from kurabe.backends.base import Endpoint
+from kurabe.backends.openai import OpenAIEndpoint
 from kurabe.client import ChatClient, ChatRequest, StreamRecord
 
 HOST = "127.0.0.1"
@@ -314,7 +314,7 @@ async def _timed(coro_factory, n_tokens: int, repeats: int) -> tuple[list[float]
 
 
 async def measure_cost(base: str, n_tokens: int, repeats: int) -> list[CostRow]:
-    endpoint = Endpoint(base_url=f"{base}/v1", engine_kind="openai", model_id="bench")
+    endpoint = OpenAIEndpoint("bench", f"{base}/v1", model_id="bench")
     url = f"{base}/v1/chat/completions"
     req = _request(n_tokens)
     body = {"model": "bench", "messages": req.messages, "max_tokens": n_tokens, "stream": True}
@@ -391,7 +391,7 @@ async def _all_or_nothing(coros: list, timeout_s: float) -> list:
 async def measure_paced(base: str, ns: list[int], n_tokens: int, pace_s: float,
                         min_gaps: int) -> list[PacedRow]:
     """For each N, enough rounds of N concurrent streams to pool at least ``min_gaps`` gaps."""
-    endpoint = Endpoint(base_url=f"{base}/v1", engine_kind="openai", model_id="bench")
+    endpoint = OpenAIEndpoint("bench", f"{base}/v1", model_id="bench")
     req = _request(n_tokens, pace_s)
     rows = []
     async with ChatClient(endpoint, timeout_s=REQUEST_TIMEOUT_S) as client, \

@@ -194,7 +194,8 @@ text = "Describe the four seasons in Japan."
 """
 
 
-def test_killing_an_engine_mid_run_then_resume_completes_without_redoing(tmp_path):
+def test_killing_an_engine_mid_run_skips_its_work_and_resume_completes_without_redoing(
+        tmp_path):
     cfg = tmp_path / "shootout.toml"
     cfg.write_text(SHOOTOUT.format(), encoding="utf-8")
     out = tmp_path / "run"
@@ -211,13 +212,17 @@ def test_killing_an_engine_mid_run_then_resume_completes_without_redoing(tmp_pat
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, stderr
-    assert "engine exited during the run" in stderr and "--resume" in stderr
+    assert proc.returncode == 3, stderr  # finished incomplete
+    assert "gemma, measure:" in stderr and "engine_exited" in stderr
+    assert f"kurabe run --resume {out}" in stderr
     for pid in engines:
         assert not alive(pid)  # the surviving engine was stopped too
 
     con = sqlite3.connect(out / "results.sqlite")
-    assert con.execute("SELECT status FROM run").fetchone()[0] == "failed"
+    assert con.execute("SELECT status FROM run").fetchone()[0] == "incomplete"
+    # the other model went on to the end
+    assert con.execute("SELECT count(*) FROM requests WHERE status='ok' AND phase='measure'"
+                       " AND model='smol'").fetchone()[0] == 8
     before = dict(con.execute("SELECT seq, record_json FROM requests WHERE status='ok'"))
     con.close()
     n_before = measured_rows(out)

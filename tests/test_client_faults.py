@@ -41,29 +41,38 @@ async def serve(behaviours):
     return server, server.sockets[0].getsockname()[1], calls
 
 
-def run(behaviours):
+def run(behaviours, **client_options):
     async def go():
         server, port, calls = await serve(behaviours)
         async with server:
-            client = ChatClient(OpenAIEndpoint("fault", f"http://127.0.0.1:{port}/v1"))
+            client = ChatClient(OpenAIEndpoint("fault", f"http://127.0.0.1:{port}/v1"),
+                                **client_options)
             rec = await client.stream_chat(ChatRequest(messages=[], max_tokens=4))
             await client.aclose()
         return rec, calls
     return asyncio.run(go())
 
 
-def test_a_connection_dropped_before_any_response_is_retried_once():
+def test_a_connection_dropped_before_any_response_is_retried_at_once():
     rec, calls = run(["close", "ok"])
     assert calls == ["close", "ok"]
     assert rec.error is None and rec.attempts == 2
+    assert rec.retries == [{"kind": "connection", "http_status": None, "waited_s": 0.0,
+                            "error": rec.retries[0]["error"]}]
+    assert rec.retries[0]["error"].startswith("RemoteProtocolError")
     assert rec.answer == "こんにちは" and rec.usage["completion_tokens"] == 2
 
 
-def test_two_drops_are_an_error_not_an_endless_retry():
-    rec, calls = run(["close", "close", "ok"])
-    assert len(calls) == 2 and rec.error.startswith("RemoteProtocolError")
+def test_drops_beyond_max_retries_are_an_error_not_an_endless_retry():
+    rec, calls = run(["close", "close", "close", "ok"], retry_backoff_s=0.01)
+    assert len(calls) == 3 and rec.error.startswith("RemoteProtocolError")
+    assert rec.error_kind == "connection" and rec.attempts == 3
+    assert [r["waited_s"] for r in rec.retries] == [0.0, 0.01]  # then doubling backoff
+    rec, calls = run(["close", "ok"], max_retries=0)
+    assert len(calls) == 1 and rec.error_kind == "connection"
 
 
 def test_server_errors_are_recorded_not_retried():
     rec, calls = run(["500", "ok"])
     assert calls == ["500"] and rec.http_status == 500 and "boom" in rec.error
+    assert rec.error_kind == "http_5xx" and rec.retries == []

@@ -15,7 +15,6 @@ from kurabe.analysis.compare import compare_runs
 from kurabe.analysis.stats import MIN_PROMPTS
 from kurabe.backends.scripted import ScriptedReply, register_script, unregister_script
 from kurabe.config import parse_config
-from kurabe.phases.speed import EngineDied
 from kurabe.store import Store
 
 TOKENS = ["トー", "クン"] * 5  # ten tokens a reply
@@ -62,8 +61,7 @@ def runs(tmp_path_factory):
             "other_prompts": make_run(root / "other", [("m", sources["fast"])], other),
             "other_model": make_run(root / "model", [("z", sources["fast"])], PROMPTS),
         }
-        with pytest.raises(EngineDied):
-            make_run(root / "cut", [("m", sources["dies"])], PROMPTS)
+        make_run(root / "cut", [("m", sources["dies"])], PROMPTS)  # ends incomplete
         out["cut"] = root / "cut"
         yield out
     finally:

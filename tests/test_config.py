@@ -70,3 +70,13 @@ def test_broken_toml_and_missing_file(tmp_path):
         load_config(write(tmp_path, "[run\n"))
     with pytest.raises(KurabeError, match="cannot read config"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_a_url_carrying_credentials_is_refused_without_repeating_them(tmp_path):
+    path = write(tmp_path, '[[models]]\nname = "a"\nsource = "http://me:sk-secret@127.0.0.1:9/v1"\n'
+                           '[[prompts]]\nid = "p"\ntext = "x"\n')
+    with pytest.raises(KurabeError) as info:
+        load_config(path)
+    assert "models.0.source: a URL with a user name or password" in str(info.value)
+    assert "engine.api_key_env" in str(info.value)
+    assert "sk-secret" not in str(info.value)

@@ -33,7 +33,6 @@ from kurabe.analysis.machine import (
 )
 from kurabe.backends.scripted import ScriptedReply, register_script, unregister_script
 from kurabe.config import parse_config
-from kurabe.phases.speed import EngineDied
 from kurabe.records import MachineSample
 from kurabe.sampler import INTERVAL_ENV, MachineSampler, usable_cpus
 from kurabe.store import Store
@@ -283,11 +282,10 @@ def test_a_run_that_fails_keeps_the_samples_it_took(tmp_path, monkeypatch):
                                                                  token_s=0.02)] * 3
                              + [ScriptedReply(die=True)])
     try:
-        with pytest.raises(EngineDied):
-            api.run_shootout(config(source, repeats=3), tmp_path / "run")
+        api.run_shootout(config(source, repeats=3), tmp_path / "run")
     finally:
         unregister_script("machine-load-dies")
     with Store.open(tmp_path / "run") as store:
-        assert store.run().status == "failed"
+        assert store.run().status == "incomplete"
         samples = store.machine_samples()
     assert len(samples) >= 3

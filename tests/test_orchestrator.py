@@ -26,7 +26,6 @@ from kurabe.cli import app
 from kurabe.config import load_config, parse_config
 from kurabe.orchestrator import Orchestrator, RunTerminated
 from kurabe.phases.schedule import build_schedule
-from kurabe.phases.speed import EngineDied
 from kurabe.store import Store
 
 
@@ -84,7 +83,7 @@ def test_client_rate_agrees_with_the_scripted_servers_own_clock(tmp_path, script
         assert r.metrics["decode_tokens_per_s"] == pytest.approx(server, rel=0.15)
 
 
-def test_a_dead_engine_stops_the_run_and_resume_sends_exactly_the_missing_requests(
+def test_a_dead_engine_skips_its_work_and_resume_sends_exactly_the_missing_requests(
         tmp_path, script):
     calls: list = []
     n = itertools.count()
@@ -96,14 +95,21 @@ def test_a_dead_engine_stops_the_run_and_resume_sends_exactly_the_missing_reques
     src = script(dies_on_fifth)
     cfg = config([("a", src)], repeats=3, warmup=0)
     run_dir = tmp_path / "run"
-    with pytest.raises(EngineDied, match="engine exited during the run"):
-        api.run_shootout(cfg, run_dir)
+    analysis = api.run_shootout(cfg, run_dir)
+    assert analysis.run.status == "incomplete" and not analysis.complete
+    assert analysis.failures == [{"model": "a", "phase": "measure", "error_kind": "engine_exited",
+                                  "count": 2, "example": analysis.failures[0]["example"]}]
+    assert analysis.failures[0]["example"].startswith("engine exited")
+    assert len(calls) == 5  # the request after the death was never sent
     with Store.open(run_dir) as store:
         assert store.completed_seqs() == {0, 1, 2, 3}
-        assert store.run().status == "failed"
         failed = list(store.requests(status="error"))
-        assert len(failed) == 1 and failed[0].error.startswith("engine exited")
-    assert (run_dir / "report.md").exists()  # a partial report all the same
+        assert [(r.seq, r.error_kind) for r in failed] == [(4, "engine_exited"),
+                                                          (5, "engine_exited")]
+        assert failed[0].error.startswith("engine exited")
+        assert failed[1].error.startswith("not sent") and failed[1].record["attempts"] == 0
+        assert "engine_exited" in [e.kind for e in store.events()]
+    assert (run_dir / "report.md").exists()
     # The backend comes back (a fresh process would); resume does only seqs 4 and 5.
     calls.clear()
     api.resume_shootout(run_dir)
@@ -129,16 +135,19 @@ def test_failed_requests_are_stored_counted_and_retried_only_on_resume(tmp_path,
     run_dir = tmp_path / "run"
     analysis = api.run_shootout(config([("a", a), ("b", b)], warmup=0), run_dir)
     assert (analysis.speed.counts["b"]["ok"], analysis.speed.counts["b"]["error"]) == (2, 2)
-    assert analysis.run.status == "complete"
-    assert any(w.code == "failed_requests" for w in analysis.speed.warnings)
+    assert analysis.run.status == "incomplete"
+    assert any(w.code == "failed_requests" and "http_5xx ×2" in w.message
+               for w in analysis.speed.warnings)
     with Store.open(run_dir) as store:
         errors = list(store.requests(status="error"))
         assert [e.model for e in errors] == ["b", "b"]
         assert all(e.error.startswith("HTTP 500") for e in errors)
+        assert all(e.error_kind == "http_5xx" for e in errors)
     b_calls.clear()
     analysis = api.resume_shootout(run_dir)
     assert len(b_calls) == 2  # the two failures, nothing else
     assert (analysis.speed.counts["b"]["ok"], analysis.speed.counts["b"]["error"]) == (4, 0)
+    assert analysis.run.status == "complete" and analysis.complete
 
 
 def test_sigterm_interrupts_cleanly_and_the_run_resumes(tmp_path, script):
@@ -283,8 +292,7 @@ def test_a_run_folder_is_self_contained(tmp_path, script, monkeypatch):
     cfg_path = write_inputs(inputs, script(judge_script(5)), [("a", a), ("b", b)])
     cfg = load_config(cfg_path)
     interrupted = tmp_path / "interrupted"
-    with pytest.raises(EngineDied):
-        api.run_shootout(cfg, interrupted)
+    assert api.run_shootout(cfg, interrupted).run.status == "incomplete"
     dies["at"] = -1
     finished = tmp_path / "finished"
     api.run_shootout(cfg, finished)

@@ -8,6 +8,8 @@ flag; the CLI adds those when it reports an error.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +39,8 @@ def demo_config(*, repeats: int = 3, max_tokens: int = 96, warmup: int = 1,
     135M judge's grades mean little, and the report says so)."""
     from kurabe.config import EngineConfig, ModelConfig, QualityConfig, RunConfig, ShootoutConfig
 
-    engine = EngineConfig(ctx=2048)
+    # 4096 tokens: the judge's pairwise prompt (two answers and the rubric) must fit.
+    engine = EngineConfig(ctx=4096)
     return ShootoutConfig(
         run=RunConfig(name="demo", repeats=repeats, warmup=warmup, max_tokens=max_tokens),
         models=[ModelConfig(name="smollm2-135m", source="builtin:smollm2-135m", engine=engine),
@@ -72,7 +75,11 @@ def parse_model_spec(flag: str) -> tuple[str, str]:
 
 
 def bench_config(models: list[str], *, repeats: int, warmup: int, max_tokens: int,
-                 fixed_length: bool, prompts: str | None, engine: dict) -> ShootoutConfig:
+                 fixed_length: bool, prompts: str | None, engine: dict,
+                 limits: dict[str, Any] | None = None) -> ShootoutConfig:
+    """The config of a quick speed comparison. ``limits``: [run] keys for timeouts and
+    retries (``request_timeout_s``, ``stall_timeout_s``, ``max_retries``); None keeps the
+    defaults."""
     from kurabe.config import parse_config
 
     if not models:
@@ -82,7 +89,9 @@ def bench_config(models: list[str], *, repeats: int, warmup: int, max_tokens: in
         name, spec = parse_model_spec(flag)
         entries.append({"name": name, "source": spec, "engine": engine})
     data: dict[str, Any] = {"run": {"name": "bench", "repeats": repeats, "warmup": warmup,
-                                    "max_tokens": max_tokens, "fixed_length": fixed_length},
+                                    "max_tokens": max_tokens, "fixed_length": fixed_length,
+                                    **{k: v for k, v in (limits or {}).items()
+                                       if v is not None}},
                             "models": entries}
     if prompts:
         data["run"]["prompt_set"] = prompts
@@ -96,15 +105,55 @@ def load_config(path: str | Path) -> ShootoutConfig:
     return load(path)
 
 
+def check_run_dir(run_dir: str | Path) -> None:
+    """A new run can be written at ``run_dir``: it is a folder or does not exist yet, and the
+    nearest existing folder above it can be written (a KurabeError names the path)."""
+    import os
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise KurabeError(f"{run_dir}: exists and is not a folder")
+    parent = run_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise KurabeError(f"{run_dir}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KurabeError(f"{run_dir}: cannot create files in {parent} (permission denied)")
+
+
+@contextmanager
+def _reading(run_dir: str | Path, doing: str) -> Iterator[None]:
+    """Reading a run's store to ``doing`` it: a store kurabe cannot read (a damaged file, a
+    row that is not what kurabe wrote) is one KurabeError naming the folder and the row."""
+    try:
+        yield
+    except KurabeError:
+        raise
+    except Exception as exc:
+        from kurabe.store import damage_error
+
+        error = damage_error(Path(run_dir), exc, doing)
+        if error is exc:
+            raise
+        raise error from None
+
+
 def _execute(run: Orchestrator, run_dir: Path) -> RunAnalysis:
+    from kurabe.processes import RunInUseError
     from kurabe.report import render_run
 
     try:
         run.execute()
-    finally:
+    except RunInUseError:
+        # Another kurabe is executing this run: leave its folder alone.
         run.store.close()
-        # An interrupted or failed run still gets its partial report.
-        analysis, _ = render_run(run_dir)
+        raise
+    finally:
+        if not run.store.closed:
+            run.store.close()
+            # An interrupted or failed run still gets its partial report.
+            analysis, _ = render_run(run_dir)
     return analysis
 
 
@@ -113,15 +162,80 @@ def run_shootout(config: ShootoutConfig, run_dir: Path, *, command: list[str] | 
     """Create a run folder for ``config``, run it, and write its report."""
     from kurabe.orchestrator import Orchestrator
 
+    check_run_dir(run_dir)
     return _execute(Orchestrator.create(config, run_dir, command=command, progress=progress),
                     run_dir)
 
 
+# What each phase's pending count counts (``pending_work``).
+_PHASE_UNITS = {"speed": "requests", "quality generation": "answers", "checks": "checks",
+                "judging": "grades"}
+# The files a finished run's report consists of (``resume_shootout`` writes them only if
+# one is missing).
+_REPORT_FILES = ("report.md", "report.html", "results.jsonl", "results.csv")
+
+
+def _finished(run: Orchestrator) -> bool:
+    """The run is complete and nothing is left to do (no failed or missing work, no new
+    judge's grades)."""
+    return run.store.run().status == "complete" and not any(run.pending().values())
+
+
+def pending_work(run_dir: str | Path) -> dict[str, Any]:
+    """What resuming a run would do, from its store alone. ``status``: the stored status
+    (running, complete, incomplete, interrupted or failed); ``finished``: complete with
+    nothing left to do; ``phases``: one dict per phase with work left, in run order, each
+    with ``phase``, ``pending``, ``total`` (all the phase's work, where known, else None)
+    and ``unit`` (requests, answers, checks, grades); ``leftover_engines``: engines an
+    earlier kurabe started and never stopped (it was killed), which the resume stops first,
+    each as ``model`` and ``pid``."""
+    from kurabe.orchestrator import Orchestrator
+    from kurabe.phases.speed import SpeedPhase
+
+    with _reading(run_dir, "resume"):
+        run = Orchestrator.reopen(Path(run_dir))
+    try:
+        with _reading(run_dir, "resume"):
+            pending = run.pending()
+        phases = [{"phase": phase.name, "pending": pending[phase.name],
+                   "total": len(phase.schedule) if isinstance(phase, SpeedPhase) else None,
+                   "unit": _PHASE_UNITS.get(phase.name, "items")}
+                  for phase in run.phases if pending.get(phase.name)]
+        from kurabe import processes
+
+        leftover = [{"model": p.model, "pid": p.pid}
+                    for p in run.store.processes(running_only=True)
+                    if p.role == "engine" and processes.is_running(p)]
+        return {"status": run.store.run().status, "finished": _finished(run), "phases": phases,
+                "leftover_engines": leftover}
+    finally:
+        run.store.close()
+
+
 def resume_shootout(run_dir: Path, *, progress: ProgressHook | None = None) -> RunAnalysis:
-    """Finish an interrupted run from its folder alone: only the missing work is done."""
+    """Finish an interrupted or incomplete run from its folder alone: only the missing or
+    failed work is done. A run already complete with nothing to do is left as it is (its
+    status and finished time unchanged); only a missing report file is written again."""
     from kurabe.orchestrator import Orchestrator
 
-    return _execute(Orchestrator.reopen(run_dir, progress=progress), run_dir)
+    run_dir = Path(run_dir)
+    with _reading(run_dir, "resume"):
+        run = Orchestrator.reopen(run_dir, progress=progress)
+        finished = _finished(run)
+    if not finished:
+        return _execute(run, run_dir)
+    try:
+        if any(not (run_dir / name).is_file() for name in _REPORT_FILES):
+            run.store.close()
+            from kurabe.report import render_run
+
+            return render_run(run_dir)[0]
+        from kurabe.analysis.run import analyse_run
+
+        with _reading(run_dir, "resume"):
+            return analyse_run(run.store, run.snapshot)
+    finally:
+        run.store.close()
 
 
 def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook | None = None
@@ -131,7 +245,7 @@ def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook |
     from kurabe.config import ModelConfig, ShootoutConfig
     from kurabe.store import Store
 
-    with Store.open(run_dir) as store:
+    with Store.open(run_dir) as store, _reading(run_dir, "judge"):
         config = ShootoutConfig.from_json(store.run().config_json)
         if config.quality is None:
             raise KurabeError(f"{run_dir}: this run has no quality round to judge")
@@ -142,7 +256,14 @@ def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook |
                 raise KurabeError(f"judge {judge}: the name '{name}' is already used for "
                                   f"{known[name].source}; choose another name")
             if name not in known:
-                config.judges.append(ModelConfig(name=name, source=spec))
+                from kurabe.chat_template import model_opens_thinking
+                from kurabe.modelfiles.resolve import resolve_model
+
+                judge_model = ModelConfig(name=name, source=spec)
+                # Checked before the run is changed: an unsafe chat template stops here.
+                model_opens_thinking(judge_model, resolve_model(
+                    name, spec, judge_model.kind, judge_model.engine.chat_template_file))
+                config.judges.append(judge_model)
             config.quality.judge = name
             store.update_config(config.to_json(), f"judge set to {name} ({spec})")
         elif not config.quality.judge:
@@ -164,7 +285,14 @@ def compare(before: str | Path, after: str | Path) -> dict[str, Any]:
     file, quant, flags), ``changes`` (per metric, with intervals and a sentence) and
     ``notes``."""
     from kurabe.analysis.compare import compare_runs
+    from kurabe.config import ShootoutConfig
+    from kurabe.store import Store
 
+    for run_dir in (before, after):  # a damaged store is named before anything is compared
+        with Store.open(Path(run_dir), read_only=True) as store, _reading(run_dir, "compare"):
+            ShootoutConfig.from_json(store.run().config_json)
+            list(store.requests())
+            store.models()
     return compare_runs(before, after)
 
 
@@ -244,19 +372,29 @@ def config_models(path: str | Path) -> list[dict[str, Any]]:
 
 
 def split_thinking(text: str, finish_reason: str | None = None, *,
-                   template_opens_thinking: bool | None = None) -> dict[str, Any]:
-    """Split a saved response (chat-completion JSON, Ollama JSON or NDJSON, an SSE transcript
-    or plain text) into reasoning and answer, and say its outcome. ``finish_reason``
-    overrides the stop reason the response records.
+                   template_opens_thinking: bool | None = None,
+                   origin: str = "saved response") -> dict[str, Any]:
+    """Split a saved response (chat-completion JSON whose content is a string or a list of
+    text parts, Ollama JSON or NDJSON, an SSE transcript, a JSON list of streamed chunks, or
+    plain text) into reasoning and answer, and say its outcome. ``finish_reason`` overrides
+    the stop reason the response records.
 
     ``template_opens_thinking``: whether the model's chat template opened a think block
     itself (True), opened none (False), or is unknown (None). When unknown and the two
     readings differ (a ``</think>`` with no ``<think>`` before it, a block that never
     closes), ``ambiguous`` is True, ``ambiguity`` says why and ``alternative`` holds the
-    other reading (reasoning, answer, outcome, format)."""
-    from kurabe.thinking import parse_saved_response, read_response
+    other reading (reasoning, answer, outcome, format). ``notes``: what the reading had to
+    assume or repair (several choices, a stream that may be cut short, lone surrogates).
 
-    saved = parse_saved_response(text)
+    Text kurabe cannot read truthfully raises a KurabeError that starts with ``origin``:
+    text that starts like a JSON object but does not parse (a cut-off file), JSON of another
+    shape, a field of the wrong type (content that is a number), a saved error answer."""
+    from kurabe.thinking import SavedResponseError, parse_saved_response, read_response
+
+    try:
+        saved = parse_saved_response(text)
+    except SavedResponseError as exc:
+        raise KurabeError(f"{origin}: {exc}") from None
     finish = finish_reason or saved.finish_reason
     reading = read_response(saved.content, saved.reasoning, finish,
                             starts_in_reasoning=template_opens_thinking)
@@ -268,20 +406,29 @@ def split_thinking(text: str, finish_reason: str | None = None, *,
             "ambiguous": bool(reading.ambiguity), "ambiguity": reading.ambiguity or None,
             "alternative": None if other is None else {
                 "reasoning": other.split.reasoning, "answer": other.split.answer,
-                "outcome": other.outcome, "format": other.split.format}}
+                "outcome": other.outcome, "format": other.split.format},
+            "notes": saved.notes}
 
 
 def split_thinking_file(path: str | Path, finish_reason: str | None = None, *,
                         template_opens_thinking: bool | None = None) -> dict[str, Any]:
-    """``split_thinking`` of a saved response file (UTF-8)."""
+    """``split_thinking`` of a saved response file (UTF-8); errors name the file."""
     path = Path(path)
+    limit = 64 << 20  # a saved response is a few KiB to a few MiB
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KurabeError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise KurabeError(f"{path}: not UTF-8 text") from None
-    return split_thinking(text, finish_reason, template_opens_thinking=template_opens_thinking)
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise KurabeError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+                          ) from None
+    if len(data) > limit:
+        raise KurabeError(f"{path}: over {limit >> 20} MiB: not a saved response")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KurabeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return split_thinking(text, finish_reason, template_opens_thinking=template_opens_thinking,
+                          origin=str(path))
 
 
 def explain_metrics() -> tuple[dict[str, str], str]:
@@ -300,4 +447,12 @@ def explain_metrics() -> tuple[dict[str, str], str]:
         "interval that contains 1.0 is no clear winner. Minimum sample: with fewer than "
         f"{MIN_PROMPTS} distinct prompts a ratio is shown with no verdict (\"too few requests "
         "to decide\", decided false). Figures do not depend on row order. "
-        "Full text: docs/metrics.md")
+        f"Full text: {metrics_reference()}")
+
+
+def metrics_reference() -> Path:
+    """The installed copy of the metrics reference (docs/metrics.md in the source tree): every
+    figure's definition, clocks, outcomes and aggregates."""
+    from importlib import resources
+
+    return Path(str(resources.files("kurabe.data").joinpath("metrics.md")))

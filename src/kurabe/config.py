@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -83,6 +84,20 @@ class ModelConfig(_Strict):
     reasoning: str | int | None = None  # off | low | medium | high | unlimited | token budget
     extra_body: dict = {}  # sent with every request, e.g. {"top_k": 20}
 
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str):
+        if source_kind(value) == "endpoint":
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(value)
+            if parts.username or parts.password:
+                # Sources are stored in the run and shown in its report.
+                raise ValueError("a URL with a user name or password would be stored in the "
+                                 "run and its report; put the key in an environment variable "
+                                 "and name it with engine.api_key_env")
+        return value
+
     @field_validator("reasoning")
     @classmethod
     def _reasoning(cls, value):
@@ -153,7 +168,15 @@ class RunConfig(_Strict):
     temperature: float = 0.0
     seed: int = 0
     prompt_set: str | None = "builtin:speed"  # used when no [[prompts]] are given
-    request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # The longest a whole request may take, and the longest the server may stay silent.
+    request_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
+    stall_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # Retries of a request that failed before anything was generated (connection refused or
+    # dropped before a response, 429, 503): backoff doubles from retry_backoff_s, and every
+    # wait (a server's Retry-After included) is capped at retry_max_wait_s.
+    max_retries: Annotated[int, Field(ge=0)] = 2
+    retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    retry_max_wait_s: Annotated[float, Field(ge=0)] = 60.0
     memory_budget: str | None = None
 
 
@@ -191,23 +214,84 @@ class ShootoutConfig(_Strict):
         return cls.model_validate(json.loads(text))
 
 
+def _strict_models() -> dict[str, type[BaseModel]]:
+    """Every config section by class name (a ValidationError's ``title``)."""
+    found: dict[str, type[BaseModel]] = {}
+    todo: list[type[BaseModel]] = [_Strict]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo += cls.__subclasses__()
+    return found
+
+
+def _section_model(annotation: object) -> type[BaseModel] | None:
+    """The config section a field holds: itself, or inside list[...], X | None, Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """'unknown key' with the nearest known key of that section, or the known keys."""
+    model: type[BaseModel] | None = root
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue  # a list index: the same section
+        field = model.model_fields.get(part)
+        model = _section_model(field.annotation) if field is not None else None
+    if model is None:
+        return "unknown key"
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean '{close[0]}'?"
+    return f"unknown key (known: {', '.join(known)})"
+
+
 def format_validation_error(exc: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: invalid configuration"]
+    """One line per problem, each naming ``origin`` and the key: ``FILE: run.repets: unknown
+    key; did you mean 'repeats'?``."""
+    root = _strict_models().get(exc.title, ShootoutConfig)
+    lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {err['msg']}")
-    return "\n".join(lines)
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_key(root, tuple(err["loc"]))
+        elif err["type"] == "string_pattern_mismatch" and err["loc"][-1] in ("name", "id"):
+            msg = (f"{err['input']!r}: use letters, digits, '_', '.' and '-', starting with "
+                   "a letter or digit")
+        elif err["type"] == "missing" and tuple(err["loc"]) == ("models",):
+            msg = "no [[models]]: a shootout needs at least one model"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{origin}: {loc}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
 
 
 def load_config(path: str | Path) -> ShootoutConfig:
     path = Path(path)
+    if path.is_dir():
+        raise KurabeError(f"{path}: a folder, not a shootout config (a TOML file)")
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise KurabeError(f"{path}: cannot read config: {exc.strerror}") from None
+    if raw.startswith(b"GGUF"):
+        raise KurabeError(f"{path}: a GGUF model file, not a shootout config (a TOML file)")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KurabeError(f"{path}: not a shootout config: not UTF-8 text (byte "
+                          f"0x{raw[exc.start]:02x} at offset {exc.start}); a config is a "
+                          "TOML file") from None
+    try:
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
         raise KurabeError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, str(path), base_dir=path.parent)
 

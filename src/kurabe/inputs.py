@@ -42,6 +42,8 @@ def load_prompt_set(spec: str) -> list[PromptConfig]:
             text = path.read_text("utf-8")
         except OSError as exc:
             raise KurabeError(f"{path}: cannot read prompt set: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise KurabeError(f"{path}: not a prompt set: not UTF-8 text") from None
         origin = str(path)
     try:
         data = tomllib.loads(text)

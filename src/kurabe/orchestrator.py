@@ -21,13 +21,14 @@ from typing import Any
 
 from kurabe import KurabeError, __version__
 from kurabe.backends.base import Backend, EngineError, backend_class, create_backend, default_kind
+from kurabe.chat_template import model_opens_thinking
 from kurabe.client import ChatClient
 from kurabe.config import ModelConfig, ShootoutConfig
 from kurabe.inputs import build_snapshot, run_snapshot
 from kurabe.modelfiles.resolve import ResolvedModel, resolve_model
 from kurabe.phases import Phase, PhaseContext, ProgressHook, no_progress
 from kurabe.phases.quality import quality_phases
-from kurabe.phases.speed import EngineDied, SpeedPhase, sweep_plan
+from kurabe.phases.speed import SpeedPhase, sweep_plan
 from kurabe.records import ModelRow, RunRow
 from kurabe.store import Store
 
@@ -49,6 +50,9 @@ class Orchestrator:
                                     *quality_phases(self.config, self.snapshot)]
         self._terminated = False
         self._resolved: dict[str, ResolvedModel] = {}  # models already resolved (at creation)
+        self._owner_row: int | None = None  # this kurabe's row in the run's processes
+        self._engine_rows: list[int] = []  # the engines it spawned
+        self.reaped: list[str] = []  # engines a killed kurabe had left running, now stopped
 
     # -- creating and reopening ------------------------------------------------------------
 
@@ -68,6 +72,15 @@ class Orchestrator:
                     backend_class(default_kind(m))
                 except KurabeError as exc:
                     raise KurabeError(f"model '{m.name}': engine.backend: {exc}") from None
+        for m in [*config.models, *config.judges]:
+            model_opens_thinking(m, resolved[m.name])  # an unsafe chat template stops here
+            if default_kind(m) == "llama.cpp":
+                from kurabe.backends.llamacpp import server_command
+
+                try:  # a server program that is not there stops the run here, not later
+                    server_command(m.engine.server)
+                except KurabeError as exc:
+                    raise KurabeError(f"model '{m.name}': {exc}") from None
         store = Store.create(run_dir)
         store.write_run(RunRow(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -89,11 +102,15 @@ class Orchestrator:
         return {phase.name: phase.pending(self.store) for phase in self.phases}
 
     def execute(self) -> None:
-        """Run every phase's missing work. Raises KeyboardInterrupt / RunTerminated when
-        stopped, EngineError when an engine fails; the store is left consistent in all cases."""
+        """Run every phase's missing work. A request that fails, or a model whose engine exits,
+        does not stop the run: it ends "incomplete" and a resume retries exactly that work.
+        Raises KeyboardInterrupt / RunTerminated when stopped, EngineError when an engine
+        cannot start; the store is left consistent in all cases.
+        Raises RunInUseError (before touching anything) when another kurabe executes it."""
+        self._claim()
         try:
             asyncio.run(self._main())
-            self.store.set_status("complete")
+            self._finish()
         except (KeyboardInterrupt, RunTerminated):
             self.store.set_status("interrupted")
             self.store.add_event("interrupted", "stopped by the user")
@@ -103,6 +120,20 @@ class Orchestrator:
             self.store.add_event("engine_error" if isinstance(exc, EngineError) else "error",
                                  str(exc))
             raise
+        except Exception as exc:
+            self.store.set_status("failed")
+            self.store.add_event("error", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _finish(self) -> None:
+        """Complete, or incomplete when work failed or was skipped (a resume retries it)."""
+        left = {name: n for name, n in self.pending().items() if n}
+        if not left:
+            self.store.set_status("complete")
+            return
+        self.store.set_status("incomplete")
+        self.store.add_event("incomplete", "failed or skipped, to retry on resume: " + ", ".join(
+            f"{name} {n}" for name, n in left.items()))
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,6 +153,7 @@ class Orchestrator:
                 raise RunTerminated("terminated by SIGTERM") from None
             raise
         finally:
+            self._release()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGTERM)
 
@@ -139,7 +171,7 @@ class Orchestrator:
                 self.progress(f"starting {model.name}", i, len(wanted))
                 backend = await self._start(model, ctx)
                 stack.callback(backend.stop)
-                client = ChatClient(backend, timeout_s=self.config.run.request_timeout_s)
+                client = ChatClient.for_run(backend, self.config.run)
                 stack.push_async_callback(client.aclose)
                 ctx.backends[model.name], ctx.clients[model.name] = backend, client
             self._sample_machine(stack, ctx)
@@ -167,14 +199,19 @@ class Orchestrator:
         stack.callback(stop)
 
     async def _start(self, model: ModelConfig, ctx: PhaseContext) -> Backend:
-        from kurabe.thinking import template_opens_thinking
-
         resolved = self._resolved.get(model.name) or resolve_model(
             model.name, model.source, model.kind, model.engine.chat_template_file)
-        template = resolved.chat_template or resolved.gguf_chat_template
-        ctx.starts_in_reasoning[model.name] = (
-            template_opens_thinking(template) if template else None)
+        # Rendered only in the sandbox; an unsafe template stops the run here.
+        ctx.starts_in_reasoning[model.name] = model_opens_thinking(model, resolved)
         backend = create_backend(model, resolved, self.run_dir / "engines")
+
+        def spawned(pid: int, argv: list[str]) -> None:
+            from kurabe import processes
+
+            self._engine_rows.append(processes.record(self.store, "engine", pid, argv,
+                                                      model.name))
+
+        backend.on_spawn = spawned
         # Started on the loop's own thread: nothing else runs meanwhile, and Ctrl-C lands in
         # start(), which stops what it began (a SIGTERM is handled once the engine is up).
         try:
@@ -186,12 +223,27 @@ class Orchestrator:
         self.store.add_event("engine_started", f"{model.name}: {backend.info().version}")
         return backend
 
+    def _claim(self) -> None:
+        """Own the run (refused while another live kurabe does) and stop the engines a
+        killed kurabe left running (``kurabe.processes``)."""
+        from kurabe import processes
+
+        self._owner_row = processes.claim(self.store, self.run_dir, sys.argv)
+        self.reaped = processes.reap(self.store)
+
+    def _release(self) -> None:
+        """The engines were stopped (the exit stack ran) and this kurabe is done."""
+        for row_id in self._engine_rows:
+            self.store.end_process(row_id, "stopped")
+        self._engine_rows.clear()
+        if self._owner_row is not None:
+            self.store.end_process(self._owner_row, "finished")
+            self._owner_row = None
+
     def _check_alive(self, ctx: PhaseContext, phase: Phase) -> None:
-        dead = [n for n, b in ctx.backends.items() if not b.alive()]
-        if dead:
-            raise EngineDied(
-                f"model '{dead[0]}': the engine exited during the {phase.name} phase. "
-                "Everything stored so far is kept; the run can be resumed.")
+        """An engine that exited is recorded; its work in later phases is skipped."""
+        for name in ctx.backends:
+            ctx.check_engine(name, phase.name)
 
     def _model_row(self, model: ModelConfig, resolved: ResolvedModel, backend: Backend
                    ) -> ModelRow:

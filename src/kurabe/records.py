@@ -14,6 +14,23 @@ from typing import Any
 
 JSON = dict[str, Any]
 
+# Why a request failed (``StreamRecord.error_kind``; stored with every failed request, answer
+# and grade). Retried automatically: connection before any response, http_429, http_503.
+ERROR_KINDS: dict[str, str] = {
+    "http_429": "the server answered 429 Too Many Requests",
+    "http_503": "the server answered 503 Service Unavailable",
+    "http_5xx": "the server answered another 5xx status",
+    "http_4xx": "the server refused the request (4xx)",
+    "timeout": "the request took longer than run.request_timeout_s",
+    "stalled": "no byte arrived for run.stall_timeout_s",
+    "connection": "the connection was refused, reset or dropped",
+    "bad_stream": "the stream held an event that is not valid SSE or JSON",
+    "truncated_stream": "the stream ended with neither a finish_reason nor [DONE]",
+    "not_a_stream": "the server answered a streamed request with plain JSON",
+    "server_error_event": "the stream carried an error object from the server",
+    "engine_exited": "the model's engine exited (the request failed or was never sent)",
+}
+
 
 # -- talking to a server ---------------------------------------------------------------------
 
@@ -78,7 +95,12 @@ class StreamRecord:
     timings: JSON | None = None  # llama.cpp's own clock for this request
     http_status: int | None = None
     error: str | None = None
-    attempts: int = 1
+    error_kind: str | None = None  # one of ERROR_KINDS when ``error`` is set
+    attempts: int = 1  # requests sent for this record (0: never sent, its engine had exited)
+    # The attempts before the one recorded, each retried: {kind, http_status, waited_s, error}.
+    retries: list[JSON] = field(default_factory=list)
+    # What was repaired on the way in (e.g. lone surrogates replaced with U+FFFD).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def answer(self) -> str:
@@ -168,7 +190,9 @@ class RunRow:
     command: str
     config_json: str
     machine: JSON
-    status: str  # running | complete | interrupted | failed
+    # running | complete | incomplete (finished, but some work failed or was skipped: a resume
+    # retries exactly that) | interrupted | failed
+    status: str
     finished_at: str | None = None
 
 
@@ -217,6 +241,7 @@ class RequestRow:
     record: JSON  # StreamRecord.to_dict()
     metrics: JSON  # SpeedMetrics.to_dict()
     setting: str = ""  # the reasoning setting of a sweep request
+    error_kind: str | None = None  # ERROR_KINDS, when status is error
 
 
 @dataclass
@@ -236,6 +261,7 @@ class AnswerRow:
     turns: list[JSON]  # [{question, answer, reasoning, record}]
     metrics: JSON
     stored_at: str | None = None
+    error_kind: str | None = None  # ERROR_KINDS, when status is error
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -275,6 +301,7 @@ class GradeRow:
     judge_reasoning: str | None = None
     detail: str | None = None
     stored_at: str | None = None
+    error_kind: str | None = None  # ERROR_KINDS, when status is error
 
     @property
     def key(self) -> tuple[str, str, int, str, str, str]:

@@ -6,7 +6,9 @@ in flight. The schema carries a version (``PRAGMA user_version``) and forward mi
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kurabe import KurabeError
+from kurabe.processes import ProcessRow
 from kurabe.records import (
     AnswerRow,
     CheckRow,
@@ -27,6 +30,21 @@ from kurabe.records import (
 )
 
 STORE_NAME = "results.sqlite"
+
+# The error kind an error message of an older kurabe shows (SQL over column {col}).
+_KIND_OF_MESSAGE = """CASE
+        WHEN {col} LIKE 'engine exited%' THEN 'engine_exited'
+        WHEN {col} LIKE 'HTTP 429%' THEN 'http_429'
+        WHEN {col} LIKE 'HTTP 503%' THEN 'http_503'
+        WHEN {col} LIKE 'HTTP 5%' THEN 'http_5xx'
+        WHEN {col} LIKE 'HTTP %' THEN 'http_4xx'
+        WHEN {col} LIKE 'unparseable stream event%' THEN 'bad_stream'
+        WHEN {col} LIKE 'ReadTimeout%' THEN 'stalled'
+        WHEN {col} LIKE '%Timeout%' THEN 'timeout'
+        WHEN {col} LIKE 'RemoteProtocolError%' OR {col} LIKE 'ConnectError%'
+            OR {col} LIKE 'ReadError%' OR {col} LIKE 'WriteError%' THEN 'connection'
+        WHEN {col} LIKE '{{%' OR {col} LIKE '"%' THEN 'server_error_event'
+    END"""
 
 MIGRATIONS: list[str] = [
     # 1: runs, models, requests
@@ -189,6 +207,32 @@ MIGRATIONS: list[str] = [
         gpus_json TEXT NOT NULL
     );
     """,
+    # the processes a run started (kurabe.processes): its owner and its engines, with their
+    # start times, so a later command can stop engines a killed kurabe left running
+    """
+    CREATE TABLE processes (
+        id INTEGER PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('kurabe', 'engine')),
+        model TEXT,
+        pid INTEGER NOT NULL,
+        create_time REAL NOT NULL,
+        command_json TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        end_reason TEXT
+    );
+    """,
+    # why each failed request, answer and grade failed (kurabe.records.ERROR_KINDS); rows of
+    # older runs get the kind their message shows, or none
+    """
+    ALTER TABLE requests ADD COLUMN error_kind TEXT;
+    ALTER TABLE answers ADD COLUMN error_kind TEXT;
+    ALTER TABLE grades ADD COLUMN error_kind TEXT;
+    UPDATE requests SET error_kind = {kind_of_error} WHERE status = 'error';
+    UPDATE answers SET error_kind = {kind_of_error} WHERE status = 'error';
+    UPDATE grades SET error_kind = {kind_of_detail} WHERE status = 'error';
+    """.format(kind_of_error=_KIND_OF_MESSAGE.format(col="error"),
+               kind_of_detail=_KIND_OF_MESSAGE.format(col="detail")),
 ]
 
 
@@ -215,12 +259,90 @@ def _loads(text: str | None) -> Any:
 _SNAPSHOT_KEYS = ("prompts", "suite_items", "judge_prompts")
 
 
+def _read_only_uri(path: Path) -> str:
+    """A URI that opens ``path`` without write access and creates no file beside it (no
+    -wal, no -shm), unless a write-ahead log is already there to be read."""
+    wal = path.with_name(path.name + "-wal")
+    return path.resolve().as_uri() + ("?mode=ro" if wal.exists() else "?immutable=1")
+
+
+def _probe(path: Path) -> int:
+    """The schema version of a kurabe store, read without write access; a KurabeError for
+    anything else (an empty file, another database, random bytes, a newer kurabe's store)."""
+    try:
+        conn = sqlite3.connect(_read_only_uri(path), uri=True)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise KurabeError(f"{path}: not a kurabe results store ({exc})") from None
+    if version > len(MIGRATIONS):
+        raise KurabeError(f"{path}: written by a newer kurabe (schema {version}); upgrade kurabe")
+    if version < 1 or "run" not in tables:
+        what = "the file is empty" if path.stat().st_size == 0 else "it has no kurabe tables"
+        raise KurabeError(f"{path}: not a kurabe results store ({what})")
+    return version
+
+
+_decode_text = functools.partial(str, encoding="utf-8", errors="replace")
+
+# A JSON string escape, read left to right so that an escaped backslash is never mistaken for
+# the start of an escape: a surrogate pair is kept, a lone surrogate (which no text encoding
+# can write) becomes U+FFFD.
+_JSON_ESCAPE = re.compile(r"\\(?:(?P<pair>u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                          r"|(?P<lone>u[dD][89a-fA-F][0-9a-fA-F]{2})|.)", re.S)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _clean_json_text(text: str) -> str:
+    if not _SURROGATE_ESCAPE.search(text):
+        return text
+    return _JSON_ESCAPE.sub(lambda m: "\\ufffd" if m.group("lone") else m.group(0), text)
+
+
+class StoreRow(tuple):
+    """A row read from the store, by index or by column name like ``sqlite3.Row``, its text
+    made safe to use: bytes (a BLOB where text belongs) are decoded, with U+FFFD for invalid
+    UTF-8, and a lone surrogate escape in a JSON column becomes U+FFFD."""
+
+    _names: dict[str, int]
+
+    @classmethod
+    def factory(cls, cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> StoreRow:
+        names = [d[0] for d in cursor.description]
+        cleaned = []
+        for name, value in zip(names, values, strict=True):
+            if isinstance(value, bytes):
+                value = _decode_text(value)
+            if isinstance(value, str) and name.endswith("_json"):
+                value = _clean_json_text(value)
+            cleaned.append(value)
+        row = super().__new__(cls, cleaned)
+        row._names = {n.lower(): i for i, n in enumerate(names)}
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            try:
+                key = self._names[key.lower()]
+            except KeyError:
+                raise IndexError(f"no such column: {key}") from None
+        return super().__getitem__(key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
 class Store:
     """The run's SQLite file. Takes and returns only ``kurabe.records`` rows."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._db = conn
+        self.closed = False
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -233,31 +355,41 @@ class Store:
         return cls._open(path)
 
     @classmethod
-    def open(cls, run_dir: Path) -> Store:
+    def open(cls, run_dir: Path, *, read_only: bool = False) -> Store:
+        """An existing run's store. The file is first looked at without write access, so an
+        empty, foreign or damaged file is refused and left exactly as it was. ``read_only``:
+        read the store without writing to it (unless its schema needs a migration first)."""
         path = Path(run_dir) / STORE_NAME
         if not path.is_file():
             raise KurabeError(f"{run_dir}: no kurabe run here ({STORE_NAME} is missing)")
-        store = cls._open(path)
-        try:
-            store._db.execute("SELECT id FROM run").fetchone()
-        except sqlite3.DatabaseError as exc:
-            store.close()
-            raise KurabeError(f"{path}: not a kurabe results store ({exc})") from None
-        return store
+        version = _probe(path)
+        return cls._open(path, read_only=read_only and version == len(MIGRATIONS))
 
     @classmethod
-    def _open(cls, path: Path) -> Store:
+    def _open(cls, path: Path, *, read_only: bool = False) -> Store:
         try:
             # check_same_thread off: blocking phases (browser checks) run on a worker thread
             # while the event loop waits; the store is never used from two threads at once.
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            if read_only:
+                # no write through this connection; closing it still tidies the -wal and
+                # -shm files away as any connection does (a run may be writing meanwhile)
+                conn.execute("PRAGMA query_only = 1")
+            else:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise KurabeError(f"{path}: cannot open results store: {exc}") from None
-        conn.row_factory = sqlite3.Row
+        # Text read back is always valid: invalid UTF-8 and lone surrogates become U+FFFD.
+        conn.text_factory = _decode_text
+        conn.row_factory = StoreRow.factory
         store = cls(path, conn)
-        store._migrate()
+        if not read_only:
+            try:
+                store._migrate()
+            except sqlite3.DatabaseError as exc:
+                store.close()
+                raise KurabeError(f"{path}: cannot open results store: {exc}") from None
         return store
 
     def _migrate(self) -> None:
@@ -271,6 +403,7 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        self.closed = True
 
     def __enter__(self) -> Store:
         return self
@@ -305,7 +438,14 @@ class Store:
         self.add_event("config_changed", reason)
 
     def set_status(self, status: str) -> None:
-        finished = utc_now() if status == "complete" else None
+        """The run's status; ``finished_at`` is when it last finished (complete or
+        incomplete), None while it is not finished. A complete run set complete again keeps
+        the time it first completed."""
+        row = self._db.execute("SELECT status, finished_at FROM run WHERE id = 1").fetchone()
+        if row is not None and row["status"] == status == "complete" and row["finished_at"]:
+            finished = row["finished_at"]
+        else:
+            finished = utc_now() if status in ("complete", "incomplete") else None
         self._db.execute("UPDATE run SET status = ?, finished_at = ? WHERE id = 1",
                          (status, finished))
 
@@ -316,6 +456,28 @@ class Store:
     def events(self) -> list[EventRow]:
         return [EventRow(r["at"], r["kind"], r["detail"])
                 for r in self._db.execute("SELECT * FROM events ORDER BY id")]
+
+    # -- processes -------------------------------------------------------------------------
+
+    def add_process(self, row: ProcessRow) -> int:
+        cur = self._db.execute(
+            "INSERT INTO processes (role, model, pid, create_time, command_json, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (row.role, row.model, row.pid, row.create_time, json.dumps(row.command),
+             row.started_at))
+        return int(cur.lastrowid or 0)
+
+    def end_process(self, row_id: int, reason: str) -> None:
+        self._db.execute("UPDATE processes SET ended_at = ?, end_reason = ? WHERE id = ?"
+                         " AND ended_at IS NULL", (utc_now(), reason, row_id))
+
+    def processes(self, *, running_only: bool = False) -> list[ProcessRow]:
+        sql = "SELECT * FROM processes" + (" WHERE ended_at IS NULL" if running_only else "")
+        return [ProcessRow(id=r["id"], role=r["role"], model=r["model"], pid=r["pid"],
+                           create_time=r["create_time"], command=json.loads(r["command_json"]),
+                           started_at=r["started_at"], ended_at=r["ended_at"],
+                           end_reason=r["end_reason"])
+                for r in self._db.execute(sql + " ORDER BY id")]
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -375,10 +537,10 @@ class Store:
         """Commit one finished request (its own transaction: durable once this returns)."""
         self._db.execute(
             "INSERT INTO requests (seq, model, prompt_id, repeat, phase, setting, status, error,"
-            " sent_at_unix_s, request_json, record_json, metrics_json, stored_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " error_kind, sent_at_unix_s, request_json, record_json, metrics_json, stored_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row.seq, row.model, row.prompt_id, row.repeat, row.phase, row.setting, row.status,
-             row.error,
+             row.error, row.error_kind,
              row.sent_at_unix_s, json.dumps(row.request, ensure_ascii=False),
              json.dumps(row.record, ensure_ascii=False),
              json.dumps(row.metrics, ensure_ascii=False), utc_now()),
@@ -403,7 +565,7 @@ class Store:
                 phase=r["phase"], status=r["status"], error=r["error"],
                 sent_at_unix_s=r["sent_at_unix_s"], request=json.loads(r["request_json"]),
                 record=json.loads(r["record_json"]), metrics=json.loads(r["metrics_json"]),
-                setting=r["setting"],
+                setting=r["setting"], error_kind=r["error_kind"],
             )
 
     # -- quality ---------------------------------------------------------------------------
@@ -419,7 +581,8 @@ class Store:
         self._insert("answers", {
             "model": row.model, "item_id": row.item_id, "suite": row.suite,
             "category": row.category, "repeat": row.repeat, "status": row.status,
-            "error": row.error, "outcome": row.outcome, "answer": row.answer,
+            "error": row.error, "error_kind": row.error_kind, "outcome": row.outcome,
+            "answer": row.answer,
             "reasoning": row.reasoning, "turns_json": json.dumps(row.turns, ensure_ascii=False),
             "metrics_json": json.dumps(row.metrics, ensure_ascii=False)})
 
@@ -430,6 +593,7 @@ class Store:
             repeat=r["repeat"], status=r["status"], error=r["error"], outcome=r["outcome"],
             answer=r["answer"], reasoning=r["reasoning"], turns=json.loads(r["turns_json"]),
             metrics=json.loads(r["metrics_json"]), stored_at=r["stored_at"],
+            error_kind=r["error_kind"],
         ) for r in self._db.execute(sql, (status,) if status else ())]
 
     def answered_keys(self) -> set[tuple[str, str, int]]:
@@ -442,7 +606,8 @@ class Store:
             "model": row.model, "model_b": row.model_b, "position": row.position,
             "status": row.status, "score": row.score, "verdict": row.verdict,
             "explanation": row.explanation, "raw_output": row.raw_output,
-            "judge_reasoning": row.judge_reasoning, "detail": row.detail})
+            "judge_reasoning": row.judge_reasoning, "detail": row.detail,
+            "error_kind": row.error_kind})
 
     def grades(self, judge: str | None = None) -> list[GradeRow]:
         sql = "SELECT * FROM grades" + (" WHERE judge = ?" if judge else "") + " ORDER BY id"
@@ -451,7 +616,7 @@ class Store:
             model=r["model"], status=r["status"], model_b=r["model_b"], position=r["position"],
             score=r["score"], verdict=r["verdict"], explanation=r["explanation"],
             raw_output=r["raw_output"], judge_reasoning=r["judge_reasoning"], detail=r["detail"],
-            stored_at=r["stored_at"],
+            stored_at=r["stored_at"], error_kind=r["error_kind"],
         ) for r in self._db.execute(sql, (judge,) if judge else ())]
 
     def graded_keys(self, judge: str) -> set[tuple[str, str, int, str, str, str]]:
@@ -503,3 +668,74 @@ class Store:
             kurabe_cpu_s=r["kurabe_cpu_s"], other_cpu_s=r["other_cpu_s"], load_1m=r["load_1m"],
             cpu_freq_mhz=r["cpu_freq_mhz"], gpus=json.loads(r["gpus_json"]),
         ) for r in self._db.execute("SELECT * FROM machine_samples ORDER BY t_unix_s, id")]
+
+
+# -- a damaged store ------------------------------------------------------------------------
+
+# JSON columns whose value is always an object
+_JSON_OBJECTS = {"config_json", "machine_json", "request_json", "record_json", "metrics_json",
+                 "settings_json"}
+
+
+def damage_error(run_dir: Path, exc: Exception, doing: str) -> Exception:
+    """The error to show for ``exc``, raised while reading the store of ``run_dir`` to
+    ``doing`` (report, resume, compare...): a KurabeError when the store is to blame (a row
+    kurabe cannot read, a damaged file), else ``exc`` itself (a fault of kurabe's, shown as
+    such)."""
+    from pydantic import ValidationError
+
+    where = _find_damage(run_dir / STORE_NAME)
+    read_error = (json.JSONDecodeError, UnicodeError, ValidationError, sqlite3.Error)
+    if where is None and not isinstance(exc, read_error):
+        return exc
+    return KurabeError(f"{run_dir}: cannot {doing} this run, its {STORE_NAME} is damaged: "
+                       f"{where or _one_line(exc)}")
+
+
+def _one_line(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        text = f"run config {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    else:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _find_damage(path: Path) -> str | None:
+    """The first thing wrong with a kurabe store, in words, or None: the file itself (SQLite's
+    quick check), then each row: a JSON column that is not JSON (or not an object where one
+    belongs), a number column that holds no number."""
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return f"cannot open it ({exc})"
+    try:
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            return f"the database file is corrupt ({problems[0]})"
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        for table in tables:
+            for _, column, declared, *_ in conn.execute(f'PRAGMA table_info("{table}")'):
+                if column.endswith("_json"):
+                    checks = [(f'json_valid(CAST("{column}" AS TEXT)) = 0', "is not valid JSON")]
+                    if column in _JSON_OBJECTS:
+                        checks.append((f'json_type(CAST("{column}" AS TEXT)) != \'object\'',
+                                       "is not a JSON object"))
+                elif declared.upper() in ("INTEGER", "REAL"):
+                    checks = [(f'typeof("{column}") NOT IN (\'integer\', \'real\', \'null\')',
+                               "is not a number")]
+                else:
+                    continue
+                for condition, problem in checks:
+                    found = conn.execute(f'SELECT rowid FROM "{table}" WHERE "{column}" IS NOT '
+                                         f"NULL AND {condition} LIMIT 1").fetchone()
+                    if found is not None:
+                        return f"table {table}, row {found[0]}: {column} {problem}"
+    except sqlite3.Error as exc:
+        return f"the database file cannot be read ({exc})"
+    finally:
+        conn.close()
+    return None

@@ -22,8 +22,11 @@ says so (``Reading.ambiguity``) and names the other reading.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
+
+from kurabe import KurabeError
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 H_CHANNEL, H_MESSAGE, H_END, H_START, H_RETURN = (
@@ -322,13 +325,39 @@ def read_response(content: str, server_reasoning: str = "", finish_reason: str |
     return reading
 
 
-def template_opens_thinking(chat_template: str | None) -> bool:
-    """True when the template's generation prompt itself opens <think> (output starts inside)."""
-    if not chat_template:
-        return False
+def prompt_opens_thinking(generation_prompt: str) -> bool:
+    """True when a generation prompt leaves a ``<think>`` open (the output starts inside)."""
+    i = generation_prompt.rfind(THINK_OPEN)
+    return i != -1 and THINK_CLOSE not in generation_prompt[i:]
+
+
+def template_text_opens_thinking(chat_template: str) -> bool:
+    """A reading of the template's text alone, never run: a ``<think>`` written after its
+    last ``add_generation_prompt`` and not closed right after."""
     tail = chat_template[chat_template.rfind("add_generation_prompt"):] \
         if "add_generation_prompt" in chat_template else ""
     return THINK_OPEN in tail and THINK_CLOSE not in tail.split(THINK_OPEN, 1)[1][:40]
+
+
+def template_opens_thinking(chat_template: str | None, *,
+                            source: str = "the chat template") -> bool:
+    """True when the template's generation prompt itself opens <think> (output starts inside).
+
+    Decided by rendering the template (in kurabe's sandbox, ``kurabe.chat_template``) for a
+    sample conversation with ``add_generation_prompt`` and reading the prompt it appends.
+    A template the sandbox refuses raises ``ChatTemplateRefused`` (``source`` names it); one
+    that renders no sample conversation for an ordinary reason (a syntax Jinja2 does not
+    know, a variable only the engine provides) is read by its text instead
+    (``template_text_opens_thinking``).
+    """
+    if not chat_template:
+        return False
+    from kurabe.chat_template import ChatTemplateFailed, generation_prompt
+
+    try:
+        return prompt_opens_thinking(generation_prompt(chat_template, source=source))
+    except ChatTemplateFailed:
+        return template_text_opens_thinking(chat_template)
 
 
 def has_thinking_markers(chat_template: str | None) -> bool:
@@ -390,82 +419,305 @@ def split_stream(chunks: list[tuple[float, str, str]], *,
     return TimedSplit(split, t_r, t_a, t_rl, n_r, n_a)
 
 
+class SavedResponseError(KurabeError):
+    """A saved response that cannot be read truthfully (the message says why; the caller
+    names the file)."""
+
+
 @dataclass
 class SavedResponse:
     content: str
     reasoning: str
     finish_reason: str | None
     kind: str  # openai | openai-sse | ollama | ollama-ndjson | text
+    notes: list[str] = field(default_factory=list)  # what the reading had to assume or repair
 
 
-def _from_openai(obj: dict) -> SavedResponse | None:
-    choices = obj.get("choices")
-    if not isinstance(choices, list) or not choices:
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Part types of an OpenAI content list that hold the answer's text.
+_TEXT_PARTS = {"text": "text", "output_text": "text", "refusal": "refusal"}
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _text(value: object, where: str) -> str:
+    """The text of a content field: a string, null (nothing), or a list of text parts
+    (``[{"type": "text", "text": …}]``, joined)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for i, part in enumerate(value):
+            if isinstance(part, str):
+                parts.append(part)
+                continue
+            if not isinstance(part, dict):
+                raise SavedResponseError(f"{where}[{i}] is {_kind(part)}, not a text part")
+            ptype = part.get("type", "text")
+            field_name = _TEXT_PARTS.get(ptype) if isinstance(ptype, str) else None
+            if field_name is None:
+                raise SavedResponseError(
+                    f"{where}[{i}] is a part of type {_short(str(ptype), 40)!r}, not text")
+            piece = part.get(field_name)
+            if not isinstance(piece, str):
+                raise SavedResponseError(f"{where}[{i}].{field_name} is {_kind(piece)}, not text")
+            parts.append(piece)
+        return "".join(parts)
+    raise SavedResponseError(f"{where} is {_kind(value)}, not text")
+
+
+def _finish(value: object, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise SavedResponseError(f"{where} is {_kind(value)}, not a stop reason")
+
+
+def _error_of(obj: dict, where: str) -> SavedResponseError | None:
+    """A saved error answer (``{"error": …}`` with no answer beside it)."""
+    if "error" not in obj or obj.get("error") is None or any(
+            k in obj for k in ("choices", "message", "response")):
         return None
+    error = obj["error"]
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        error = error["message"]
+    text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
+    return SavedResponseError(f"{where}the saved response is an error, not an answer: "
+                              f"{_short(text, 300)}")
+
+
+def _from_openai(obj: dict, where: str = "", *, chunk: bool = False) -> SavedResponse | None:
+    """A chat completion (or, ``chunk``, one streamed chunk); None: not OpenAI-shaped."""
+    if "choices" not in obj:
+        return None
+    choices = obj["choices"]
+    if not isinstance(choices, list):
+        raise SavedResponseError(f"{where}choices is {_kind(choices)}, not a list")
+    if not choices:
+        if chunk:  # a stream's usage-only chunk
+            return SavedResponse("", "", None, "openai")
+        raise SavedResponseError(f"{where}choices is empty: the response holds no answer")
     choice = choices[0]
-    msg = choice.get("message") or choice.get("delta") or {}
-    text = msg.get("content") if isinstance(msg, dict) else None
-    if text is None:
-        text = choice.get("text") or ""
-    reasoning = (msg.get("reasoning_content") or msg.get("reasoning") or "") if isinstance(msg, dict) else ""
-    return SavedResponse(text or "", reasoning, choice.get("finish_reason"), "openai")
+    if not isinstance(choice, dict):
+        raise SavedResponseError(f"{where}choices[0] is {_kind(choice)}, not an object")
+    key = "message" if choice.get("message") is not None else "delta"
+    msg = choice.get(key)
+    if msg is not None and not isinstance(msg, dict):
+        raise SavedResponseError(f"{where}choices[0].{key} is {_kind(msg)}, not an object")
+    msg = msg or {}
+    content = msg.get("content")
+    if content is None and "text" in choice:  # the completions API
+        text = _text(choice.get("text"), f"{where}choices[0].text")
+    else:
+        text = _text(content, f"{where}choices[0].{key}.content")
+    field_name = "reasoning_content" if msg.get("reasoning_content") is not None else "reasoning"
+    reasoning = _text(msg.get(field_name), f"{where}choices[0].{key}.{field_name}")
+    finish = _finish(choice.get("finish_reason"), f"{where}choices[0].finish_reason")
+    notes = [] if len(choices) == 1 or chunk else [
+        f"the response holds {len(choices)} choices; the first is read"]
+    return SavedResponse(text, reasoning, finish, "openai", notes)
 
 
-def _from_ollama(obj: dict) -> SavedResponse | None:
-    if "message" in obj and isinstance(obj["message"], dict):
+def _from_ollama(obj: dict, where: str = "") -> SavedResponse | None:
+    """Ollama's /api/chat or /api/generate answer (or one line of its stream)."""
+    if "message" in obj:
         msg = obj["message"]
-        return SavedResponse(msg.get("content") or "", msg.get("thinking") or "",
-                             obj.get("done_reason"), "ollama")
-    if "response" in obj:  # /api/generate
-        return SavedResponse(obj.get("response") or "", obj.get("thinking") or "",
-                             obj.get("done_reason"), "ollama")
-    return None
+        if not isinstance(msg, dict):
+            raise SavedResponseError(f"{where}message is {_kind(msg)}, not an object")
+        content = _text(msg.get("content"), f"{where}message.content")
+        thinking = _text(msg.get("thinking"), f"{where}message.thinking")
+    elif "response" in obj:  # /api/generate
+        content = _text(obj["response"], f"{where}response")
+        thinking = _text(obj.get("thinking"), f"{where}thinking")
+    else:
+        return None
+    return SavedResponse(content, thinking, _finish(obj.get("done_reason"), f"{where}done_reason"),
+                         "ollama")
+
+
+def _from_object(obj: object, where: str = "", *, chunk: bool = False) -> SavedResponse:
+    if not isinstance(obj, dict):
+        raise SavedResponseError(f"{where}JSON {_kind(obj)} is not a saved chat response "
+                                 "(expected an object with choices, message or response)")
+    error = _error_of(obj, where)
+    if error is not None:
+        raise error
+    found = _from_openai(obj, where, chunk=chunk) or _from_ollama(obj, where)
+    if found is None:
+        keys = _short(", ".join(str(k) for k in list(obj)[:8]), 100) or "none"
+        raise SavedResponseError(
+            f"{where}a JSON object with none of choices, message or response (its keys: "
+            f"{keys}): not a saved chat response")
+    return found
+
+
+def _join(parts: list[SavedResponse], kind: str, notes: list[str]) -> SavedResponse:
+    finish = next((p.finish_reason for p in reversed(parts) if p.finish_reason), None)
+    return SavedResponse("".join(p.content for p in parts), "".join(p.reasoning for p in parts),
+                         finish, kind, notes + [n for p in parts for n in p.notes])
+
+
+def _json_error(exc: json.JSONDecodeError, text: str, where: str = "") -> SavedResponseError:
+    # An unterminated string runs to the end of the text: it ends inside the JSON too.
+    ends_inside = exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
+    cut = " (it ends before the JSON does: cut short?)" if ends_inside else ""
+    return SavedResponseError(f"{where}not valid JSON: {exc.msg} (line {exc.lineno}, "
+                              f"column {exc.colno}){cut}")
+
+
+def _loads(text: str, where: str = "") -> object:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise SavedResponseError(f"{where}JSON nested too deeply to read") from None
+
+
+def _from_json_lines(lines: list[tuple[int, str]]) -> SavedResponse:
+    """One JSON object per line (Ollama's stream, or chunks saved one per line)."""
+    parts = []
+    for n, line in lines:
+        where = f"line {n}: "
+        try:
+            obj = _loads(line, where)
+        except json.JSONDecodeError as exc:
+            raise _json_error(exc, line, where) from None
+        parts.append(_from_object(obj, where, chunk=True))
+    return _join(parts, "ollama-ndjson" if parts[0].kind == "ollama" else "openai", [])
+
+
+_SSE_FIELDS = ("event", "id", "retry")
+
+
+def _from_sse(text: str) -> SavedResponse:
+    """An SSE transcript (``data: {…}`` events, blank lines between them, ``data: [DONE]``)."""
+    events: list[tuple[int, str, list[tuple[int, str]]]] = []  # (line, event name, data lines)
+    name = ""
+    data: list[tuple[int, str]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            if data:
+                events.append((data[0][0], name, data))
+            name, data = "", []
+            continue
+        if line.startswith(":"):  # an SSE comment
+            continue
+        field_name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field_name == "data":
+            data.append((n, value))
+        elif field_name == "event":
+            name = value.strip()
+        elif field_name not in _SSE_FIELDS:
+            raise SavedResponseError(f"line {n} is not part of an SSE stream "
+                                     f"({_short(line, 60)!r}; every line must be a data:, "
+                                     "event:, id: or retry: field, a comment or blank)")
+    if data:
+        events.append((data[0][0], name, data))
+
+    parts: list[SavedResponse] = []
+    done = False
+    skipped = 0
+    for first, name, lines in events:
+        joined = "\n".join(v for _, v in lines)
+        if joined.strip() == "[DONE]":
+            done = True
+            break
+        try:
+            payloads = [(first, _loads(joined, f"line {first}: "))]
+        except json.JSONDecodeError as exc:
+            if len(lines) == 1:
+                raise _json_error(exc, joined, f"line {first}: a stream event is ") from None
+            # Events saved without the blank lines between them: one event per data line.
+            payloads = []
+            for n, value in lines:
+                if value.strip() == "[DONE]":
+                    done = True
+                    break
+                try:
+                    payloads.append((n, _loads(value, f"line {n}: ")))
+                except json.JSONDecodeError as exc2:
+                    raise _json_error(exc2, value, f"line {n}: a stream event is ") from None
+        for n, payload in payloads:
+            where = f"line {n}: "
+            if name == "error":
+                raise SavedResponseError(f"{where}the stream holds an error event: "
+                                         f"{_short(joined, 300)}")
+            if isinstance(payload, dict) and not any(
+                    k in payload for k in ("choices", "message", "response", "error")):
+                skipped += 1  # a chunk of usage or timings only
+                continue
+            parts.append(_from_object(payload, where, chunk=True))
+        if done:
+            break
+    if skipped and not parts:
+        raise SavedResponseError(f"none of the stream's {skipped} events holds choices, "
+                                 "message or response: not a saved chat stream")
+    notes = []
+    finish = next((p.finish_reason for p in reversed(parts) if p.finish_reason), None)
+    if not done and finish is None:
+        notes.append("the stream ends with neither a stop reason nor [DONE]: it may be cut "
+                     "short")
+    return _join(parts, "openai-sse", notes)
+
+
+def _clean(saved: SavedResponse) -> SavedResponse:
+    """Lone surrogates (from \\ud800-style JSON escapes) cannot be printed or stored as
+    UTF-8: replaced with U+FFFD, and said so."""
+    if _SURROGATE.search(saved.content) or _SURROGATE.search(saved.reasoning):
+        saved.content = _SURROGATE.sub("\ufffd", saved.content)
+        saved.reasoning = _SURROGATE.sub("\ufffd", saved.reasoning)
+        saved.notes.append("lone surrogates (invalid UTF-16 escapes) replaced with U+FFFD")
+    return saved
 
 
 def parse_saved_response(text: str) -> SavedResponse:
-    """A saved response: chat-completion JSON, Ollama JSON/NDJSON, an SSE transcript, or text."""
-    import json
+    """A saved response: chat-completion JSON (content a string or a list of text parts),
+    Ollama JSON/NDJSON, an SSE transcript, a JSON list of streamed chunks, or plain text.
 
-    stripped = text.strip()
-    if stripped.startswith("{"):
+    Raises ``SavedResponseError`` for anything it cannot read truthfully: text that starts
+    like a JSON object but does not parse (a cut-off file), JSON of another shape, a field of
+    the wrong type, an SSE line that is not an SSE field, a saved error answer.
+    """
+    stripped = text.strip().lstrip("\ufeff").strip()
+    if stripped.startswith(("{", "[")):
         try:
-            obj = json.loads(stripped)
-        except json.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict):
-            found = _from_openai(obj) or _from_ollama(obj)
-            if found:
-                return found
-        # Ollama streams one JSON object per line.
-        lines = [ln for ln in stripped.splitlines() if ln.strip()]
-        try:
-            objs = [json.loads(ln) for ln in lines]
-        except json.JSONDecodeError:
-            objs = []
-        if objs and all(isinstance(o, dict) for o in objs):
-            maybe = [_from_ollama(o) or _from_openai(o) for o in objs]
-            parts = [p for p in maybe if p is not None]
-            if len(parts) == len(maybe):
-                finish = next((p.finish_reason for p in reversed(parts) if p.finish_reason), None)
-                return SavedResponse("".join(p.content for p in parts),
-                                     "".join(p.reasoning for p in parts), finish,
-                                     "ollama-ndjson" if parts[0].kind == "ollama" else "openai")
+            obj = _loads(stripped)
+        except json.JSONDecodeError as exc:
+            lines = [(n, ln.strip()) for n, ln in enumerate(stripped.splitlines(), 1)
+                     if ln.strip()]
+            if len(lines) > 1 and all(ln.startswith("{") for _, ln in lines):
+                return _clean(_from_json_lines(lines))
+            if stripped.startswith("{") or stripped[1:].lstrip().startswith("{"):
+                raise _json_error(exc, stripped) from None
+            # "[1] …" and the like: plain text that happens to start with a bracket.
+            return SavedResponse(text, "", None, "text")
+        if isinstance(obj, list):
+            if not obj:
+                raise SavedResponseError("an empty JSON list is not a saved chat response")
+            parts = [_from_object(o, f"item {i}: ", chunk=True) for i, o in enumerate(obj)]
+            return _clean(_join(parts, "ollama-ndjson" if parts[0].kind == "ollama"
+                                else "openai", []))
+        return _clean(_from_object(obj))
     if re.search(r"^data:", stripped, flags=re.MULTILINE):
-        content, reasoning, finish = [], [], None
-        for line in stripped.splitlines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            try:
-                obj = json.loads(payload)
-            except json.JSONDecodeError:
-                continue
-            for choice in obj.get("choices") or []:
-                delta = choice.get("delta") or choice.get("message") or {}
-                content.append(delta.get("content") or "")
-                reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
-                finish = choice.get("finish_reason") or finish
-        return SavedResponse("".join(content), "".join(reasoning), finish, "openai-sse")
+        return _clean(_from_sse(stripped))
     return SavedResponse(text, "", None, "text")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kurabe.analysis.machine import MachineLoad, busy_machine_warning, machine_load
-from kurabe.analysis.speed import SpeedAnalysis, analyse_speed
+from kurabe.analysis.speed import FairnessWarning, SpeedAnalysis, analyse_speed
 from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
 from kurabe.config import ShootoutConfig
 from kurabe.inputs import items_of, prompts_of
@@ -38,10 +38,19 @@ class RunAnalysis:
     memory_budget_bytes: int | None
     quality: QualityAnalysis | None = None  # when the run had a quality round
     machine_load: MachineLoad | None = None  # None: the run has no machine samples
+    # Work whose latest attempt failed, or that was skipped because its engine exited, one
+    # entry per (model, phase, error_kind): {model, phase, error_kind, count, example}.
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """The run finished and nothing in it failed."""
+        return self.run.status == "complete" and not self.failures
 
     def summary_json(self) -> dict[str, Any]:
         """The ``kurabe bench --json`` object: one entry per model, plus comparisons."""
-        out: dict[str, Any] = {"run_status": self.run.status, "models": {}}
+        out: dict[str, Any] = {"run_status": self.run.status, "complete": self.complete,
+                               "failures": self.failures, "models": {}}
         for name in self.speed.models:
             est = self.speed.per_model[name]
             out["models"][name] = {
@@ -91,6 +100,8 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
     load = machine_load(store, [*measured, *sweep_rows])
     if (busy := busy_machine_warning(load)) is not None:
         speed.warnings.append(busy)
+    failures = run_failures(store, cfg.quality.judge if cfg.quality else None)
+    speed.warnings += unmeasured_failure_warnings(failures)
     responses = [_response(r, categories) for r in [*measured, *sweep_rows]]
     quality = None
     prompt_list = [p.model_dump() for p in prompts]
@@ -109,9 +120,63 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
                        total_scheduled=len(model_names) * cfg.run.repeats * len(prompts),
                        sweep_cells=cells, sweep_recommendations=recs,
                        prompts=prompt_list, responses=responses, quality=quality,
-                       machine_load=load,
+                       machine_load=load, failures=failures,
                        cards=_cards(models), loading=_loading(models),
                        memory_budget_bytes=_budget(cfg.run.memory_budget))
+
+
+FAILURE_EXAMPLE_CHARS = 300
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())[:FAILURE_EXAMPLE_CHARS]
+
+
+def run_failures(store: Store, judge: str | None = None) -> list[dict[str, Any]]:
+    """The work of a run whose latest attempt failed (a later success supersedes an earlier
+    failure), grouped by (model, phase, error_kind) in the order first met: speed requests
+    (phase warmup, measure or sweep), quality answers (phase quality) and the grades of
+    ``judge``, the run's judge (phase judge, under the judge's name). Work skipped because
+    its engine had exited is stored as failed, so it is counted here too. Rows of an older
+    kurabe whose message shows no kind count as "unknown"."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def add(model: str, phase: str, kind: str | None, message: str | None) -> None:
+        key = (model, phase, kind or "unknown")
+        group = groups.setdefault(key, {"model": model, "phase": phase, "error_kind": key[2],
+                                        "count": 0, "example": _one_line(message)})
+        group["count"] += 1
+
+    latest_request = {r.seq: r for r in store.requests()}  # ordered by seq, then id
+    for r in latest_request.values():
+        if r.status == "error":
+            add(r.model, r.phase, r.error_kind, r.error)
+    latest_answer = {a.key: a for a in store.answers(status=None)}
+    for a in latest_answer.values():
+        if a.status == "error":
+            add(a.model, "quality", a.error_kind, a.error)
+    latest_grade = {g.key: g for g in store.grades(judge)} if judge else {}
+    for g in latest_grade.values():
+        if g.status == "error":
+            add(g.judge, "judge", g.error_kind, g.detail)
+    return list(groups.values())
+
+
+def unmeasured_failure_warnings(failures: list[dict[str, Any]]) -> list[FairnessWarning]:
+    """Failed warm-ups and sweep requests (failed measured requests are warned about by the
+    speed analysis)."""
+    out = []
+    for phase, what, why in (
+            ("warmup", "warm-up", "its first measured requests may have run on a cold engine"),
+            ("sweep", "reasoning-sweep", "the sweep's figures lack them")):
+        for model in dict.fromkeys(f["model"] for f in failures if f["phase"] == phase):
+            mine = [f for f in failures if f["phase"] == phase and f["model"] == model]
+            n = sum(f["count"] for f in mine)
+            kinds = ", ".join(f"{f['error_kind']} ×{f['count']}" for f in mine)
+            out.append(FairnessWarning(
+                "failed_requests",
+                f"{model}: {n} {what} request{'s' if n > 1 else ''} failed ({kinds}); {why}"))
+    return out
 
 
 def _quality_responses(store: Store, items: dict[str, Any], quality: QualityAnalysis

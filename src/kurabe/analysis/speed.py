@@ -174,14 +174,20 @@ def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bo
         for r in by_model[m]:
             key = r.metrics.get("outcome") or "answered"
             counts[m][key] = counts[m].get(key, 0) + 1
-    warnings = fairness_warnings(models, by_model, per_model, fixed_length, counts)
+    warnings = fairness_warnings(models, by_model, per_model, fixed_length, counts, errors)
     return SpeedAnalysis(models, per_model, per_prompt, comparisons, warnings, counts)
 
 
 def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                       per_model: dict[str, dict[str, Estimate]], fixed_length: bool,
-                      counts: dict[str, dict[str, int]]) -> list[FairnessWarning]:
+                      counts: dict[str, dict[str, int]],
+                      errors: list[RequestRow] | None = None) -> list[FairnessWarning]:
     out: list[FairnessWarning] = []
+    failed_kinds: dict[str, dict[str, int]] = {m: {} for m in models}
+    for e in errors or []:
+        if e.model in failed_kinds:
+            kind = e.error_kind or "unknown"
+            failed_kinds[e.model][kind] = failed_kinds[e.model].get(kind, 0) + 1
     present = [m for m in models if by_model[m]]
 
     # 1. Output lengths: the same work only if the models wrote about as much. A model whose
@@ -321,12 +327,16 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                 "model's template (try --reasoning-format, or a matching --chat-template)",
             ))
 
-    # 8. Failed requests.
+    # 8. Failed requests, by kind.
     for m in models:
         if counts[m]["error"]:
+            kinds = ", ".join(f"{kind} ×{n}" for kind, n in failed_kinds[m].items())
             out.append(FairnessWarning(
                 "failed_requests",
-                f"{m}: {counts[m]['error']} measured requests failed and are not in the figures",
+                f"{m}: {counts[m]['error']} measured request"
+                f"{'s' if counts[m]['error'] > 1 else ''} failed ({kinds}) and "
+                f"{'are' if counts[m]['error'] > 1 else 'is'} not in the figures; a resume "
+                "retries them",
             ))
     out += clock_warnings(models, by_model)
     return out

@@ -20,6 +20,8 @@ from kurabe import KurabeError
 from kurabe.records import ChatRequest, Endpoint, EngineInfo, StreamRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from kurabe.config import ModelConfig
@@ -35,6 +37,9 @@ class Backend(ABC):
 
     kind: ClassVar[str]
     name: str
+    #: Called with (pid, argv) as soon as ``start`` has spawned a process, before it is
+    #: ready, so the run can record it (``kurabe.processes``); set by the orchestrator.
+    on_spawn: Callable[[int, list[str]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 

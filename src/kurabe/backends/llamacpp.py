@@ -112,8 +112,8 @@ class LlamaCppDialect(Backend):
                 return len(resp.json().get("tokens") or [])
             except httpx.RemoteProtocolError:
                 continue
-            except (httpx.HTTPError, ValueError):
-                return None
+            except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+                return None  # no answer, or not {"tokens": [...]}: no count
         return None
 
 
@@ -220,6 +220,10 @@ class LlamaCppServer(LlamaCppDialect):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_fh = open(self.log_path, "ab")
         argv = [*self._program, *self.args]
+        if self.server == XLLAMACPP:
+            # The wheel's server ends itself when kurabe dies (even by SIGKILL).
+            argv += ["--exit-with-parent"]
+        shown = list(argv)
         if self._api_key:
             argv += ["--api-key", self._api_key]
         # Own session: the server and anything it spawns are stopped as one group.
@@ -227,6 +231,8 @@ class LlamaCppServer(LlamaCppDialect):
             argv, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if self.on_spawn is not None:
+            self.on_spawn(self._proc.pid, shown)
         try:
             self._wait_healthy()
         except BaseException:

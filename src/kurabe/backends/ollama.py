@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from kurabe.backends.base import register
-from kurabe.backends.openai import OpenAIEndpoint
+from kurabe.backends.openai import OpenAIEndpoint, probe_json
 
 
 @register
@@ -17,9 +17,11 @@ class OllamaEndpoint(OpenAIEndpoint):
 
     @classmethod
     def probe(cls, http: httpx.Client, root: str) -> str | None:
-        resp = http.get(f"{root}/api/version")
-        if resp.status_code == 200 and "version" in resp.text:
-            return f"ollama {resp.json().get('version')}"
+        """Ollama answers /api/version with {"version": "0.x.y"}; anything else is not it."""
+        answer = probe_json(http, f"{root}/api/version")
+        version = answer.get("version") if isinstance(answer, dict) else None
+        if isinstance(version, str) and version:
+            return f"ollama {version}"
         return None
 
     @classmethod

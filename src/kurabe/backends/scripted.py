@@ -9,7 +9,9 @@ A script is registered under a name and used as ``source = "scripted:NAME"``. It
 request body to a ``ScriptedReply``: text streamed one chunk per token (a string is split
 into characters, a list is taken as the tokens) or several tokens to a chunk, optional
 reasoning before it, a finish reason, the delay before the first token and between tokens,
-or a fault (an HTTP error, a dropped connection, an engine that dies). The backend keeps its
+or a fault (``FAULTS``: an HTTP error with or without Retry-After, a dropped connection, a
+stream that hangs, resets, breaks its framing or ends early, a plain JSON answer, an error
+event, an engine that dies), and how the bytes are cut into network chunks. The backend keeps its
 own clock for each reply and reports it as llama.cpp's ``timings`` would (``predicted_ms``
 from the first token to the last, ``predicted_per_second`` = (n − 1) / predicted_ms), in
 every chunk too when asked (llama.cpp's ``timings_per_token``), so figures can be checked
@@ -37,6 +39,20 @@ if TYPE_CHECKING:
     from kurabe.modelfiles.resolve import ResolvedModel
 
 
+# Faults a reply can inject, after ``fault_after`` token chunks of its stream:
+FAULTS = {
+    "hang": "go silent without closing the connection",
+    "reset": "reset the connection",
+    "truncate": "end the stream cleanly, with neither a finish_reason nor [DONE]",
+    "bad_json": "send an event whose data is not JSON",
+    "no_data_prefix": "send an event line without its 'data:' field name",
+    "error_event": "send an error object inside the stream",
+    "die": "the engine dies: the connection resets and every later request is refused",
+    "not_a_stream": "answer with one plain JSON chat.completion (application/json)",
+    "refuse": "refuse the connection (this request only)",
+}
+
+
 @dataclass
 class ScriptedReply:
     content: str | Sequence[str] = ""
@@ -50,8 +66,21 @@ class ScriptedReply:
     timings_per_chunk: bool = False  # running timings in every chunk (timings_per_token)
     http_status: int = 200  # != 200: answer with this status and ``error_body``
     error_body: str = "scripted error"
+    retry_after: str | None = None  # the Retry-After header of an http_status answer
     drop: bool = False  # close the connection before answering
     die: bool = False  # the engine dies: this request and every later one fails
+    fault: str | None = None  # one of FAULTS
+    fault_after: int = 0  # token chunks streamed before the fault
+    send_done: bool = True  # end the stream with data: [DONE]
+    # Cut the response bytes into network chunks of this many bytes (1: every UTF-8
+    # sequence split), instead of one network chunk per event.
+    network_chunk_bytes: int | None = None
+    raw: Sequence[bytes] | None = None  # send exactly these network chunks as the body
+    content_type: str = "text/event-stream"
+
+    def __post_init__(self) -> None:
+        if self.fault is not None and self.fault not in FAULTS:
+            raise ValueError(f"unknown scripted fault {self.fault!r} (known: {', '.join(FAULTS)})")
 
     def tokens(self) -> tuple[list[str], list[str]]:
         def split(x: str | Sequence[str]) -> list[str]:
@@ -131,7 +160,38 @@ class ScriptedServer:
     def _sse(self, payload: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
+    async def _fault(self, reply: ScriptedReply) -> AsyncIterator[bytes]:
+        """The fault's own bytes (a fault that ends the stream raises or never returns)."""
+        fault = reply.fault
+        if fault == "hang":
+            await asyncio.Event().wait()  # until the client gives up
+        elif fault in ("reset", "die"):
+            if fault == "die":
+                self.dead = True
+            raise httpx.ReadError("[Errno 104] Connection reset by peer")
+        elif fault == "bad_json":
+            yield b'data: {"choices": [{"delta": {"content": "broken\n\n'
+        elif fault == "no_data_prefix":
+            yield b'{"choices": [{"index": 0, "delta": {"content": "x"}}]}\n\n'
+        elif fault == "error_event":
+            yield self._sse({"error": {"message": "scripted failure inside the stream",
+                                       "type": "server_error", "code": 500}})
+
     async def stream(self, reply: ScriptedReply, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The SSE body, with the reply's fault in place of the event after ``fault_after``
+        token chunks (the final event, which carries the finish reason, counts as one)."""
+        sent = 0  # token chunks sent
+        async for counts, data in self._events(reply, body):
+            if reply.fault is not None and counts and sent >= reply.fault_after:
+                async for extra in self._fault(reply):
+                    yield extra
+                return  # truncate, bad framing, error event: nothing follows
+            yield data
+            sent += counts
+
+    async def _events(self, reply: ScriptedReply, body: dict[str, Any]
+                      ) -> AsyncIterator[tuple[bool, bytes]]:
+        """(whether it counts as a token chunk, the event's bytes), in order."""
         reasoning, content = reply.tokens()
         limit = int(body.get("max_tokens") or 1 << 30)
         tokens = [("reasoning", t) for t in reasoning] + [("content", t) for t in content]
@@ -155,7 +215,7 @@ class ScriptedServer:
                                              if n > 1 and predicted_ms else None),
                     "cache_n": 0}
 
-        yield self._sse({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        yield False, self._sse({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
         sizes = reply.chunk_sizes()
         want = next(sizes)
         held: dict[str, str] = {}
@@ -172,14 +232,28 @@ class ScriptedServer:
             payload: dict[str, Any] = {"choices": [{"index": 0, "delta": held}]}
             if per_chunk:
                 payload["timings"] = timings(i + 1)
-            yield self._sse(payload)
+            yield True, self._sse(payload)
             held, want = {}, next(sizes)
         n = len(tokens)
-        yield self._sse({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-                         "usage": {"prompt_tokens": prompt_n, "completion_tokens": n,
-                                   "total_tokens": prompt_n + n},
-                         "timings": timings(n)})
-        yield b"data: [DONE]\n\n"
+        yield True, self._sse({
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_n, "completion_tokens": n,
+                      "total_tokens": prompt_n + n},
+            "timings": timings(n)})
+        if reply.send_done:
+            yield False, b"data: [DONE]\n\n"
+
+    def completion(self, reply: ScriptedReply, body: dict[str, Any]) -> dict[str, Any]:
+        """The whole answer as one plain chat.completion object (not a stream)."""
+        reasoning, content = reply.tokens()
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        if reasoning:
+            message["reasoning_content"] = "".join(reasoning)
+        n = len(reasoning) + len(content)
+        return {"id": "scripted", "object": "chat.completion", "model": body.get("model"),
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": reply.finish_reason}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}}
 
 
 class _Transport(httpx.AsyncBaseTransport):
@@ -204,19 +278,36 @@ class _Transport(httpx.AsyncBaseTransport):
         if reply.die or reply.drop:
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
                                             request=request)
+        if reply.fault == "refuse":
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         if reply.http_status != 200:
-            return httpx.Response(reply.http_status, text=reply.error_body)
-        return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                              stream=_Stream(self.server.stream(reply, body)))
+            headers = {"retry-after": reply.retry_after} if reply.retry_after is not None else {}
+            return httpx.Response(reply.http_status, text=reply.error_body, headers=headers)
+        if reply.fault == "not_a_stream":
+            return httpx.Response(200, json=self.server.completion(reply, body))
+        chunks = (_raw(reply.raw) if reply.raw is not None
+                  else self.server.stream(reply, body))
+        return httpx.Response(200, headers={"content-type": reply.content_type},
+                              stream=_Stream(chunks, reply.network_chunk_bytes))
+
+
+async def _raw(chunks: Sequence[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 class _Stream(httpx.AsyncByteStream):
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], size: int | None = None) -> None:
         self._chunks = chunks
+        self._size = size
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._chunks:
-            yield chunk
+            if not self._size:
+                yield chunk
+                continue
+            for i in range(0, len(chunk), self._size):
+                yield chunk[i:i + self._size]
 
 
 @register

@@ -9,6 +9,7 @@ A flag it does not know is an error, never silently dropped.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -54,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reasoning-budget", type=int)
     p.add_argument("-s", "--seed", type=int)
     p.add_argument("--no-warmup", action="store_true")
+    # Not a llama-server flag: end when the process that started this one is gone.
+    p.add_argument("--exit-with-parent", action="store_true")
     return p
 
 
@@ -108,6 +111,21 @@ def build_params(args: argparse.Namespace):
     return params
 
 
+def _watch_parent(stop: threading.Event, interval_s: float = 0.5) -> None:
+    """Set ``stop`` once the parent is gone: an orphan is re-parented, so its parent pid
+    changes. Polling works on every POSIX system, whatever killed the parent."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(interval_s):
+            if os.getppid() != parent:
+                print("kurabe: the kurabe that started this server is gone; stopping",
+                      file=sys.stderr, flush=True)
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args, unknown = parser().parse_known_args(argv)
     if unknown:
@@ -129,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.exit_with_parent:
+        _watch_parent(stop)
     print(version_text(), file=sys.stderr, flush=True)
     server = x.Server(build_params(args))  # loads the model and starts listening
     print(f"kurabe: listening on {server.listening_address}", file=sys.stderr, flush=True)

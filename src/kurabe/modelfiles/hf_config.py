@@ -152,13 +152,80 @@ def _load_json(path: Path) -> Any:
         raise HFConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HFConfigError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise HFConfigError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+# Whole-number hyperparameters and the range a real model's value lies in. A value outside
+# is refused with its name (a config.json is outside input: a layer count of 10**20 must
+# not become a loop that never ends).
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "num_hidden_layers": (1, 2048), "hidden_size": (1, 1 << 20),
+    "intermediate_size": (1, 1 << 24), "moe_intermediate_size": (1, 1 << 24),
+    "shared_expert_intermediate_size": (0, 1 << 24),
+    "num_attention_heads": (1, 1 << 14), "num_key_value_heads": (1, 1 << 14),
+    "head_dim": (1, 1 << 16), "vocab_size": (1, 1 << 22),
+    "num_local_experts": (0, 1 << 16), "num_experts": (0, 1 << 16),
+    "num_experts_per_tok": (0, 1 << 16), "max_position_embeddings": (0, 1 << 40),
+    "sliding_window": (0, 1 << 40), "decoder_sparse_step": (0, 2048),
+    "full_attention_interval": (0, 2048), "mtp_num_hidden_layers": (0, 64),
+    "linear_num_key_heads": (1, 1 << 14), "linear_num_value_heads": (1, 1 << 14),
+    "linear_key_head_dim": (1, 1 << 16), "linear_value_head_dim": (1, 1 << 16),
+    "linear_conv_kernel_dim": (1, 1024),
+}
+_NUMBER_KEYS = ("rms_norm_eps", "rope_theta", "final_logit_softcapping", "rope_local_base_freq",
+                "partial_rotary_factor")
+_OBJECT_KEYS = ("rope_scaling", "rope_parameters", "quantization_config")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _check_hparams(hp: dict[str, Any], path: Path) -> None:
+    """Refuse, by name, a hyperparameter of the wrong type or out of any real model's range."""
+    for key, (lo, hi) in _INT_RANGES.items():
+        value = hp.get(key)
+        if value is None:
+            continue
+        whole = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer())
+        if not whole or not lo <= value <= hi:
+            raise HFConfigError(f"{path}: {key} is {_shown(value)}: expected a whole number "
+                                f"from {lo} to {hi:,}")
+    for key in _NUMBER_KEYS:
+        value = hp.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise HFConfigError(f"{path}: {key} is {_shown(value)}: expected a number")
+    for key in _OBJECT_KEYS:
+        value = hp.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise HFConfigError(f"{path}: {key} is {_shown(value)}: expected an object")
+    layer_types = hp.get("layer_types")
+    if layer_types is not None and not (isinstance(layer_types, list)
+                                        and all(isinstance(t, str) for t in layer_types)):
+        raise HFConfigError(f"{path}: layer_types is {_shown(layer_types)}: expected a list "
+                            "of layer type names")
+    dense = hp.get("mlp_only_layers")
+    if dense is not None and not (isinstance(dense, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in dense)):
+        raise HFConfigError(f"{path}: mlp_only_layers is {_shown(dense)}: expected a list of "
+                            "layer numbers")
 
 
 def _resolve_arch(config: dict[str, Any], path: Path) -> tuple[str, str, str]:
     """(gguf arch, hf architecture, model_type)."""
     archs = config.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise HFConfigError(f"{path}: architectures is {_shown(archs)}: expected a list of "
+                            "class names")
     text_config = config.get("text_config")
     text: dict[str, Any] = text_config if isinstance(text_config, dict) else {}
+    for where in (config, text):
+        if where.get("model_type") is not None and not isinstance(where["model_type"], str):
+            raise HFConfigError(f"{path}: model_type is {_shown(where['model_type'])}: "
+                                "expected a name")
     model_type = str(text.get("model_type") or config.get("model_type") or "")
     for a in archs:
         if a in ARCHITECTURES:
@@ -195,12 +262,18 @@ def read_hf_config(path: str | Path, *, dtype: str | None = None,
     hp = dict(config)
     if isinstance(config.get("text_config"), dict):
         hp.update(config["text_config"])
+    _check_hparams(hp, cfg_path)
 
-    index = None
+    index: dict[str, Any] | None = None
     index_path = folder / "model.safetensors.index.json"
     if index_path.is_file():
-        index = _load_json(index_path)
-    weight_names = set((index or {}).get("weight_map", {}) or {})
+        loaded = _load_json(index_path)
+        if not isinstance(loaded, dict):
+            raise HFConfigError(f"{index_path}: expected a JSON object")
+        index = loaded
+    weight_map = (index or {}).get("weight_map") or {}
+    weight_names = {n for n in weight_map if isinstance(n, str)} if isinstance(
+        weight_map, dict | list) else set()
 
     if dtype is None:
         torch_dtype = str(hp.get("torch_dtype") or hp.get("dtype") or "")
@@ -210,11 +283,20 @@ def read_hf_config(path: str | Path, *, dtype: str | None = None,
         raise HFConfigError(f"dtype must be F16 or BF16, not {dtype!r}")
 
     b = _Builder(arch, hp, dtype, cfg_path, weight_names, folder, mtp)
-    _BUILDERS[arch](b)
-    header = b.finish(hf_arch, model_type)
+    try:
+        _BUILDERS[arch](b)
+        header = b.finish(hf_arch, model_type)
+    except HFConfigError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError,
+            OverflowError) as exc:
+        # A value of a shape no converter would accept, deeper than _check_hparams looks.
+        raise HFConfigError(f"{cfg_path}: cannot read the model's layout from it "
+                            f"({type(exc).__name__}: {_shown(str(exc))})") from None
     if index is not None:
-        total = (index.get("metadata") or {}).get("total_size")
-        if isinstance(total, int):
+        metadata = index.get("metadata")
+        total = metadata.get("total_size") if isinstance(metadata, dict) else None
+        if isinstance(total, int) and not isinstance(total, bool):
             header.source_bytes = total
             synthesized = header.tensor_bytes
             if synthesized and abs(total - synthesized) > 0.05 * synthesized:
@@ -420,22 +502,30 @@ def _count_tokenizer_json(path: Path, n_vocab: int) -> tuple[int, int] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         model = data["model"]
         vocab: dict[str, int] = dict(model.get("vocab") or {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
-    for tok in data.get("added_tokens") or []:
+    added = data.get("added_tokens") or []
+    for tok in added if isinstance(added, list) else []:
         if isinstance(tok, dict) and "content" in tok and "id" in tok:
-            vocab[tok["content"]] = int(tok["id"])
+            vocab[str(tok["content"])] = tok["id"]
+    # Only string tokens with ids the vocabulary can hold count; anything else (a file of
+    # another shape) means the sizes cannot be read from it.
+    if not all(isinstance(s, str) and isinstance(i, int) and not isinstance(i, bool)
+               and 0 <= i < (1 << 22) for s, i in vocab.items()):
+        return None
     by_id = {i: s for s, i in vocab.items()}
     total = max(n_vocab, len(by_id))
     tok_bytes = 0
     for i in range(total):
         s = by_id.get(i, f"[PAD{i}]")
-        tok_bytes += 8 + len(s.encode("utf-8"))
+        tok_bytes += 8 + len(s.encode("utf-8", "surrogatepass"))
     merges = model.get("merges") or []
+    if not isinstance(merges, list):
+        return None
     merge_bytes = 0
     for m in merges:
-        s = " ".join(m) if isinstance(m, list) else str(m)
-        merge_bytes += 8 + len(s.encode("utf-8"))
+        s = " ".join(map(str, m)) if isinstance(m, list) else str(m)
+        merge_bytes += 8 + len(s.encode("utf-8", "surrogatepass"))
     return tok_bytes, merge_bytes
 
 
@@ -450,7 +540,7 @@ def _chat_template(folder: Path) -> str | None:
     if cfg.is_file():
         try:
             value = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return None
         if isinstance(value, str):
             return value
@@ -558,7 +648,7 @@ def _gemma3(b: _Builder) -> None:
             try:
                 data = json.loads(tok_json.read_text(encoding="utf-8"))
                 n_vocab = len(data["model"]["vocab"]) + len(data.get("added_tokens") or [])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 pass
     b.common_keys(L)
     b.key("{arch}.attention.key_length", hd)

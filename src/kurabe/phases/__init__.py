@@ -4,6 +4,11 @@ A phase is a small unit the orchestrator runs in order on one event loop: it say
 of its work is still missing (so a resumed run does exactly that), which models it needs
 running, and does the work with the backends and the store it is handed. Phases know
 nothing about processes, signals or the CLI.
+
+A failed request is stored with its error kind and the phase goes on with the rest. When a
+model's engine exits, its remaining work in this run is stored as skipped (error kind
+``engine_exited``) and the other models go on: a resume retries exactly the failed and
+skipped work.
 """
 
 from __future__ import annotations
@@ -39,6 +44,28 @@ class PhaseContext:
     # Whether each model's chat template opens a think block itself (None: unknown).
     starts_in_reasoning: dict[str, bool | None] = field(default_factory=dict)
     progress: ProgressHook = no_progress
+    # Models whose engine exited in this run: model -> why (their remaining work is skipped).
+    exited: dict[str, str] = field(default_factory=dict)
+
+    def check_engine(self, model: str, phase: str) -> bool:
+        """Whether the model's engine still runs; the first time it is found dead, the exit
+        is recorded (an ``engine_exited`` event naming the log) and its work from here on is
+        skipped."""
+        if model in self.exited:
+            return False
+        backend = self.backends.get(model)
+        if backend is None or backend.alive():
+            return True
+        log = backend.info().log_path
+        why = (f"model '{model}': the engine exited during the {phase} phase; its remaining "
+               "work in this run is skipped" + (f" (log: {log})" if log else ""))
+        self.exited[model] = why
+        self.store.add_event("engine_exited", why)
+        return False
+
+    @staticmethod
+    def skipped_because(model: str) -> str:
+        return f"not sent: the engine of model '{model}' had exited earlier in the run"
 
 
 class Phase(ABC):

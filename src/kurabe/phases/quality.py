@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from itertools import combinations
 from typing import Any
 
@@ -105,11 +106,28 @@ class GenerationPhase(Phase):
         done = total - len(missing)
         for item, repeat, model in missing:
             ctx.progress(f"answer {model} · {item.id}", done, total)
-            await self._answer(ctx, model, item, repeat)
+            if ctx.check_engine(model, self.name):
+                if not await self._answer(ctx, model, item, repeat):
+                    ctx.check_engine(model, self.name)
+            else:
+                self._skip(ctx, model, item, repeat)
             done += 1
         ctx.progress("answers", done, total)
 
-    async def _answer(self, ctx: PhaseContext, model: str, item: SuiteItem, repeat: int) -> None:
+    @staticmethod
+    def _skip(ctx: PhaseContext, model: str, item: SuiteItem, repeat: int) -> None:
+        """Store an answer that was not asked for because its engine had exited."""
+        record = StreamRecord(sent_at_unix_s=time.time(), t_done_s=0.0, attempts=0,
+                              error=ctx.skipped_because(model), error_kind="engine_exited")
+        ctx.store.add_answer(AnswerRow(
+            model=model, item_id=item.id, suite=item.suite, category=item.category,
+            repeat=repeat, status="error", error=record.error, error_kind=record.error_kind,
+            outcome="error", answer="", reasoning="", turns=[],
+            metrics=speed_metrics(record).to_dict()))
+
+    async def _answer(self, ctx: PhaseContext, model: str, item: SuiteItem, repeat: int
+                      ) -> bool:
+        """Ask one item (every turn) and store the answer; False when it failed."""
         cfg = self.plan.model_cfg[model]
         client, backend = ctx.clients[model], ctx.backends[model]
         extra = {**cfg.extra_body, **backend.reasoning_fields(cfg.reasoning)}
@@ -124,6 +142,8 @@ class GenerationPhase(Phase):
                               temperature=self.plan.config.run.temperature,
                               seed=self.plan.q.seed, extra_body=extra)
             record = await client.stream_chat(req)
+            if record.error_kind == "engine_exited":
+                record.error = f"engine exited: {record.error}"
             split = split_stream(record.timed_chunks(), starts_in_reasoning=opened,
                                  finish_reason=record.finish_reason).split
             turns.append({"question": question, "answer": split.answer,
@@ -136,9 +156,11 @@ class GenerationPhase(Phase):
         ctx.store.add_answer(AnswerRow(
             model=model, item_id=item.id, suite=item.suite, category=item.category,
             repeat=repeat, status="error" if record.error else "ok", error=record.error,
+            error_kind=record.error_kind if record.error else None,
             outcome=metrics.outcome, answer=split.answer,
             reasoning="\n\n".join(t["reasoning"] for t in turns if t["reasoning"]),
             turns=turns, metrics=metrics.to_dict()))
+        return not record.error
 
 
 class ChecksPhase(Phase):
@@ -296,6 +318,10 @@ class JudgingPhase(Phase):
                 ctx.store.add_grade(GradeRow(**base, status="skipped", detail=", ".join(
                     f"{s.model}: {s.outcome}" for s in not_answered)))
                 continue
+            if not ctx.check_engine(judge, self.name):
+                ctx.store.add_grade(GradeRow(**base, status="error", error_kind="engine_exited",
+                                             detail=ctx.skipped_because(judge)))
+                continue
             questions = [t["question"] for t in sides[0].turns]
             if kind == "single":
                 messages = J.single_prompt(
@@ -321,7 +347,9 @@ class JudgingPhase(Phase):
                 record = await client.stream_chat(req)
             split = split_stream(record.timed_chunks()).split
             if record.error:
-                ctx.store.add_grade(GradeRow(**base, status="error", detail=record.error))
+                ctx.store.add_grade(GradeRow(**base, status="error", detail=record.error,
+                                             error_kind=record.error_kind))
+                ctx.check_engine(judge, self.name)
                 continue
             verdict = (J.parse_single(split.answer) if kind == "single"
                        else J.parse_pair(split.answer))

@@ -1,10 +1,13 @@
 """The speed phase: warm-ups, measured rounds and the reasoning sweep, one request at a time,
-in the schedule's alternating order, each request committed as it lands."""
+in the schedule's alternating order, each request committed as it lands (a failed one with
+its error kind; the run goes on)."""
 
 from __future__ import annotations
 
+import time
+
 from kurabe import KurabeError
-from kurabe.backends.base import Backend, EngineError
+from kurabe.backends.base import Backend
 from kurabe.config import ModelConfig, PromptConfig, ShootoutConfig
 from kurabe.inputs import prompts_of
 from kurabe.metrics import speed_metrics
@@ -13,10 +16,6 @@ from kurabe.phases.schedule import Scheduled, SweepPlan, build_schedule
 from kurabe.records import ChatRequest, RequestRow, Snapshot, StreamRecord
 from kurabe.store import Store
 from kurabe.thinking import split_stream
-
-
-class EngineDied(EngineError):
-    """A model's engine exited mid-run; everything stored so far is kept (resumable)."""
 
 
 def chat_request(config: ShootoutConfig, prompt: PromptConfig, model: ModelConfig,
@@ -87,40 +86,50 @@ class SpeedPhase(Phase):
         done = total - len(pending)
         for item in pending:
             ctx.progress(describe(item), done, total)
-            record = await self._send(ctx, item)
+            if ctx.check_engine(item.model, self.name):
+                record = await self._send(ctx, item)
+                if record.error:
+                    ctx.check_engine(item.model, self.name)
+            else:
+                self._skip(ctx, item)
             done += 1
             ctx.progress(describe(item), done, total)
-            backend = ctx.backends[item.model]
-            if record.error and not backend.alive():
-                info = backend.info()
-                raise EngineDied(
-                    f"model '{item.model}': the engine exited during the run "
-                    f"({len(self.missing(ctx.store))} of {total} requests still to do"
-                    + (f"; log: {info.log_path}" if info.log_path else "")
-                    + "). Everything measured so far is stored; the run can be resumed.")
+
+    def _skip(self, ctx: PhaseContext, item: Scheduled) -> None:
+        """Store a request that was not sent because its engine had exited."""
+        req = chat_request(self.config, self.prompts[item.prompt_id], self.models[item.model],
+                           ctx.backends[item.model], item)
+        record = StreamRecord(sent_at_unix_s=time.time(), t_done_s=0.0, attempts=0,
+                              error=ctx.skipped_because(item.model), error_kind="engine_exited")
+        self._store(ctx, item, req, record, speed_metrics(record).to_dict())
+
+    def _store(self, ctx: PhaseContext, item: Scheduled, req: ChatRequest,
+               record: StreamRecord, metrics: dict) -> None:
+        ctx.store.add_request(RequestRow(
+            seq=item.seq, model=item.model, prompt_id=item.prompt_id, repeat=item.repeat,
+            phase=item.phase, setting="" if item.setting is None else str(item.setting),
+            status="error" if record.error else "ok", error=record.error,
+            error_kind=record.error_kind if record.error else None,
+            sent_at_unix_s=record.sent_at_unix_s, request=req.to_dict(),
+            record=record.to_dict(), metrics=metrics,
+        ))
 
     async def _send(self, ctx: PhaseContext, item: Scheduled) -> StreamRecord:
         backend, client = ctx.backends[item.model], ctx.clients[item.model]
         req = chat_request(self.config, self.prompts[item.prompt_id], self.models[item.model],
                            backend, item)
         record = await client.stream_chat(req)
-        if record.error and not backend.alive():
+        if record.error_kind == "engine_exited":
             record.error = f"engine exited: {record.error}"
         opened = ctx.starts_in_reasoning.get(item.model)
         split = split_stream(record.timed_chunks(), starts_in_reasoning=opened).split
         counted = answer_counted = None
-        if split.reasoning:
+        if split.reasoning and not record.error:
             counted = await client.count_tokens(split.reasoning)
             answer_counted = await client.count_tokens(split.answer)
         metrics = speed_metrics(
             record, starts_in_reasoning=opened, reasoning_tokens=counted,
             reasoning_tokens_source="tokenizer" if counted is not None else None,
             answer_phase_tokens=answer_counted)
-        ctx.store.add_request(RequestRow(
-            seq=item.seq, model=item.model, prompt_id=item.prompt_id, repeat=item.repeat,
-            phase=item.phase, setting="" if item.setting is None else str(item.setting),
-            status="error" if record.error else "ok", error=record.error,
-            sent_at_unix_s=record.sent_at_unix_s, request=req.to_dict(),
-            record=record.to_dict(), metrics=metrics.to_dict(),
-        ))
+        self._store(ctx, item, req, record, metrics.to_dict())
         return record

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 from importlib import resources
+from pathlib import Path
 
 import jinja2
 
@@ -18,7 +19,14 @@ from kurabe.analysis.run import RunAnalysis
 from kurabe.analysis.speed import SUMMARY_METRICS
 from kurabe.metrics import METRIC_DOCS
 from kurabe.report import charts
-from kurabe.report.markdown import fmt, fmt_bytes, fmt_est
+from kurabe.report.markdown import (
+    fmt,
+    fmt_bytes,
+    fmt_est,
+    resume_command,
+    run_complete,
+    run_failures,
+)
 
 
 def _json_for_script(data) -> str:
@@ -105,7 +113,8 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def render_html(a: RunAnalysis) -> str:
+def render_html(a: RunAnalysis, run_dir: Path) -> str:
+    """report.html of the run in ``run_dir``."""
     script = resources.files("kurabe.report").joinpath("viewer.js").read_text("utf-8")
     data = {"models": a.speed.models, "prompts": a.prompts, "responses": a.responses}
     settings = {m.name: m.settings for m in a.models}
@@ -117,6 +126,7 @@ def render_html(a: RunAnalysis) -> str:
         machine_chart=_markup(_machine_chart(a)),
         quality_chart=_markup(_quality_chart(a)),
         data_json=_markup(_json_for_script(data)), script=_markup(script), csp=csp(script),
+        resume=resume_command(run_dir), complete=run_complete(a), failures=run_failures(a),
     )
 
 

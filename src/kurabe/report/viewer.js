@@ -22,6 +22,30 @@
     o.value = value;
     sel.appendChild(o);
   }
+  // A long text (a runaway answer can be megabytes) is shown in part at first, in a box of
+  // bounded height, with a button that shows the whole of it.
+  var SHOWN_CHARS = 20000;
+  function longText(parent, cls, text) {
+    text = String(text);
+    var cut = SHOWN_CHARS;
+    if (text.length > cut) {
+      var code = text.charCodeAt(cut - 1);
+      if (code >= 0xd800 && code <= 0xdbff) { cut -= 1; }  // keep a surrogate pair whole
+    }
+    var pre = el("pre", cls, text.length > cut ? text.slice(0, cut) + " …" : text);
+    parent.appendChild(pre);
+    if (text.length > cut) {
+      var more = el("button", "more", "show all " + text.length + " characters (" +
+        (text.length - cut) + " more)");
+      more.type = "button";
+      more.addEventListener("click", function () {
+        pre.textContent = text;
+        parent.removeChild(more);
+      });
+      parent.appendChild(more);
+    }
+    return pre;
+  }
   function fmt(v, unit) {
     if (v === null || v === undefined) { return "–"; }
     return (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3)) + (unit ? " " + unit : "");
@@ -78,9 +102,9 @@
           "judge: " + r.grade_status + (r.judge_explanation ? " (" + r.judge_explanation + ")" : "")));
       }
       if (reasoningBox.checked && r.reasoning) {
-        card.appendChild(el("pre", "reasoning", r.reasoning));
+        longText(card, "reasoning", r.reasoning);
       }
-      card.appendChild(el("pre", "answer", r.answer || "(empty answer)"));
+      longText(card, "answer", r.answer || "(empty answer)");
       grid.appendChild(card);
     });
     out.appendChild(grid);
