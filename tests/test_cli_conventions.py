@@ -290,7 +290,8 @@ def test_resume_says_what_it_will_do_before_doing_it(tmp_path, script):
                      run_dir)
     assert api.pending_work(run_dir) == {
         "status": "incomplete", "finished": False,
-        "phases": [{"phase": "speed", "pending": 2, "total": 8, "unit": "requests"}]}
+        "phases": [{"phase": "speed", "pending": 2, "total": 8, "unit": "requests"}],
+        "leftover_engines": []}
     result = invoke("run", "--resume", str(run_dir))
     assert result.stderr.splitlines()[0] == \
         f"resuming {run_dir} (incomplete): speed 2 of 8 requests"
