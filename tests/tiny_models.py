@@ -26,6 +26,10 @@ tokenizer is GPT-2 style byte-level BPE (303 tokens by default): token ``b`` (0.
 single byte ``b``, then the merge tokens of :data:`BASE_MERGES`, then ``vocab_extra`` (and
 the results of ``merges_extra``), then the special tokens (:data:`DEFAULT_SPECIAL_TOKENS`).
 
+kurabe itself does the work: :mod:`kurabe.twin` (the synthetic-twin writer) supplies the
+byte-level vocabulary tools, the starting values per kind of tensor and the streaming GGUF
+writer; this module adds the hand-sized layouts the tests reason about.
+
 Main entry points:
 
 * :func:`write_model` writes a loadable model and returns a :class:`TinyModel` describing it.
@@ -45,6 +49,21 @@ from typing import Any
 import gguf
 import numpy as np
 
+from kurabe.twin.blocks import encode_floats
+from kurabe.twin.gguf_out import GGUFStream, TensorEntry
+from kurabe.twin.gguf_out import typed_value as _as_meta
+from kurabe.twin.gguf_out import write_header_only as _write_header_only
+from kurabe.twin.tokenizer import (  # noqa: F401  (re-exported for the tests)
+    BASE_MERGES,
+    DEFAULT_SPECIAL_TOKENS,
+    VocabBuilder,
+    bpe_text,
+    byte_to_unicode,
+    plain_text,
+)
+from kurabe.twin.values import initial_values
+from kurabe.twin.writer import tensor_rng
+
 VT = gguf.GGUFValueType
 TT = gguf.TokenType
 QT = gguf.GGMLQuantizationType
@@ -58,62 +77,7 @@ MOE_ARCHS = ("qwen3moe", "qwen3next", "qwen35moe")
 DEFAULT_N_LAYERS = {"llama": 2, "qwen3": 2, "qwen3moe": 2, "gemma3": 6, "qwen3next": 4,
                     "qwen35moe": 4, "deci": 3}
 
-# Special tokens appended after the ordinary vocabulary: (text, token type).
-# <think>/</think> are USER_DEFINED, as in Qwen3's own GGUFs (matched literally, shown in text).
-DEFAULT_SPECIAL_TOKENS: tuple[tuple[str, int], ...] = (
-    ("<|endoftext|>", TT.CONTROL),
-    ("<|im_start|>", TT.CONTROL),
-    ("<|im_end|>", TT.CONTROL),
-    ("<think>", TT.USER_DEFINED),
-    ("</think>", TT.USER_DEFINED),
-    ("<start_of_turn>", TT.CONTROL),
-    ("<end_of_turn>", TT.CONTROL),
-)
-
-# BPE merges on byte-level text (GPT-2 alphabet: "Ġ" is a space). Each merge adds its result
-# as a token, so the base vocabulary is 256 bytes + len(BASE_MERGES) tokens.
-BASE_MERGES: tuple[tuple[str, str], ...] = (
-    ("Ġ", "t"), ("h", "e"), ("Ġ", "a"), ("i", "n"), ("e", "r"), ("o", "n"), ("r", "e"),
-    ("Ġ", "s"), ("a", "t"), ("e", "n"), ("o", "r"), ("Ġt", "he"), ("Ġ", "w"), ("e", "s"),
-    ("i", "s"), ("Ġ", "o"), ("Ġ", "c"), ("i", "t"), ("a", "n"), ("Ġ", "b"), ("Ġ", "f"),
-    ("Ġ", "p"), ("a", "r"), ("Ġ", "m"), ("in", "g"), ("l", "e"), ("o", "u"), ("Ġ", "d"),
-    ("Ġ", "h"), ("a", "l"), ("Ġ", "i"), ("e", "d"), ("Ġa", "n"), ("Ġan", "d"), ("Ġo", "f"),
-    ("Ġ", "l"), ("r", "o"), ("Ġt", "o"), ("Ġi", "s"), ("l", "l"),
-)
-
 _GGML_TYPES = {"f32": QT.F32, "f16": QT.F16}
-
-
-# --------------------------------------------------------------------------------------------
-# Byte-level text
-# --------------------------------------------------------------------------------------------
-
-
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from each byte to a printable character."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {b: chr(b) for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-_B2U = byte_to_unicode()
-_U2B = {ch: b for b, ch in _B2U.items()}
-
-
-def bpe_text(text: str) -> str:
-    """Plain text -> the byte-level form stored in the vocabulary (" the" -> "Ġthe")."""
-    return "".join(_B2U[b] for b in text.encode("utf-8"))
-
-
-def plain_text(token: str) -> str:
-    """Byte-level vocabulary text -> plain text (inverse of :func:`bpe_text`)."""
-    return bytes(_U2B[ch] for ch in token).decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,41 +185,6 @@ class TinyModel:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_meta(value: Any) -> tuple[Any, VT, VT | None]:
-    """A metadata value with its GGUF type: an explicit (value, type[, sub_type]) tuple is
-    kept; otherwise bool -> BOOL, int -> UINT32 (INT32 if negative, 64-bit if large),
-    float -> FLOAT32, str -> STRING, list -> ARRAY of the type of its items."""
-    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], VT):
-        return (value[0], value[1], value[2] if len(value) == 3 else None)
-    if isinstance(value, bool):
-        return value, VT.BOOL, None
-    if isinstance(value, (int, np.integer)):
-        value = int(value)
-        if value < 0:
-            return value, (VT.INT32 if value >= -(2**31) else VT.INT64), None
-        return value, (VT.UINT32 if value < 2**32 else VT.UINT64), None
-    if isinstance(value, (float, np.floating)):
-        return float(value), VT.FLOAT32, None
-    if isinstance(value, str):
-        return value, VT.STRING, None
-    if isinstance(value, (list, np.ndarray)):
-        items = list(value.tolist() if isinstance(value, np.ndarray) else value)
-        if not items:
-            raise ValueError("GGUF arrays cannot be empty")
-        if all(isinstance(v, bool) for v in items):
-            sub = VT.BOOL
-        elif all(isinstance(v, int) for v in items):
-            sub = VT.INT32 if min(items) < 0 else VT.UINT32
-        elif all(isinstance(v, (int, float)) for v in items):
-            sub, items = VT.FLOAT32, [float(v) for v in items]
-        elif all(isinstance(v, str) for v in items):
-            sub = VT.STRING
-        else:
-            raise ValueError(f"mixed-type GGUF array: {items[:5]!r}")
-        return items, VT.ARRAY, sub
-    raise TypeError(f"cannot store {type(value).__name__} in GGUF metadata")
-
-
 def _per_layer(value: int | Sequence[int], n_layer: int, what: str) -> tuple[int, ...]:
     if isinstance(value, (int, np.integer)):
         return (int(value),) * n_layer
@@ -266,32 +195,25 @@ def _per_layer(value: int | Sequence[int], n_layer: int, what: str) -> tuple[int
 
 
 def _vocabulary(vocab_extra, special_tokens, merges_extra):
-    tokens: list[str] = [_B2U[b] for b in range(256)]
-    types: list[int] = [TT.NORMAL] * 256
-    merges: list[str] = []
+    vb = VocabBuilder()
 
     def merge(pairs) -> None:
         for a, b in pairs:
-            merges.append(f"{a} {b}")
-            if a + b not in tokens:
-                tokens.append(a + b)
-                types.append(TT.NORMAL)
+            vb.merge(a, b)
 
     merge(BASE_MERGES)
     for item in vocab_extra:
         text, ttype = (item, TT.NORMAL) if isinstance(item, str) else (item[0], TT(item[1]))
         stored = bpe_text(text) if ttype == TT.NORMAL else text
-        if stored in tokens:
+        if stored in vb:
             raise ValueError(f"vocab_extra: {text!r} is already in the vocabulary")
-        tokens.append(stored)
-        types.append(ttype)
+        vb.add(stored, ttype)
     merge(merges_extra)  # results not in the vocabulary yet come after vocab_extra
     for text, ttype in special_tokens:
-        if text in tokens:
+        if text in vb:
             raise ValueError(f"special token {text!r} is already in the vocabulary")
-        tokens.append(text)
-        types.append(TT(ttype))
-    return tokens, types, merges
+        vb.add(text, TT(ttype))
+    return vb.tokens, vb.types, vb.merges
 
 
 def _file_type(qtype: QT) -> int | None:
@@ -604,37 +526,10 @@ def model_layout(
 
 
 def _initial_values(spec: TensorSpec, rng: np.random.Generator, n_embd: int) -> np.ndarray:
-    """Seeded starting weights in NumPy order (reverse of the GGML shape)."""
-    shape = tuple(reversed(spec.shape))
-    base = spec.name.rsplit(".", 1)[0] if spec.name.endswith((".weight", ".bias")) \
-        else spec.name
-    kind = base.split(".")[-1]
-    if "norm" in kind:
-        return np.ones(shape, dtype=np.float32)
-    if kind == "ssm_a":  # -exp(A_log): negative decay rates
-        return -rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
-    if kind == "ssm_dt":
-        return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
-    if kind == "ssm_conv1d":
-        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
-    if kind == "token_embd":
-        return (rng.standard_normal(shape) * (1.0 / np.sqrt(n_embd))).astype(np.float32)
-    return (rng.standard_normal(shape) * 0.02).astype(np.float32)
-
-
-def _np_dtype(qtype: QT):
-    if qtype == QT.F32:
-        return np.float32
-    if qtype == QT.F16:
-        return np.float16
-    raise ValueError(f"write_model writes F32/F16 tensors only, not {qtype.name}")
-
-
-def _add_metadata(writer: gguf.GGUFWriter, metadata: Mapping[str, tuple[Any, VT, VT | None]]):
-    for key, (value, vtype, sub) in metadata.items():
-        if key == "general.architecture":
-            continue  # GGUFWriter writes it from its arch argument
-        writer.add_key_value(key, value, vtype, sub_type=sub)
+    """Seeded starting weights in NumPy order (reverse of the GGML shape): kurabe's twin
+    rules (norms 1, hybrid/SSM parameters that keep the recurrence finite, weights N(0,
+    0.02), the embedding N(0, 1/n_embd))."""
+    return initial_values(spec.name, tuple(reversed(spec.shape)), rng, n_embd)
 
 
 def write_model(
@@ -649,7 +544,8 @@ def write_model(
 
     ``layout`` takes every keyword of :func:`model_layout` (dimensions, ``dtype``,
     ``vocab_extra``, ``chat_template``, ``metadata_overrides``, ...). Weights are random
-    (NumPy generator seeded with ``seed``), norms are 1.
+    (each tensor's NumPy generator is seeded with ``seed`` and its name), with the starting
+    values of :mod:`kurabe.twin.values` (norms 1, ...).
 
     ``tensor_overrides`` maps a tensor name to a NumPy array (NumPy order, i.e. the GGML
     shape reversed: ``token_embd.weight`` and ``output.weight`` are ``(n_vocab, n_embd)``)
@@ -661,42 +557,44 @@ def write_model(
     """
     model = model_layout(arch, **layout)
     overrides = dict(tensor_overrides or {})
-    rng = np.random.default_rng(seed)
 
     specs: list[TensorSpec] = []
     arrays: list[np.ndarray] = []
     for spec in model.tensors:
-        # Draw every tensor even when overridden, so other tensors keep their values.
-        values = _initial_values(spec, rng, model.n_embd)
         if spec.name in overrides:
             given = overrides.pop(spec.name)
             if given is None:
                 continue
-            given = np.asarray(given)
-            if given.shape != values.shape:
-                raise ValueError(f"tensor_overrides[{spec.name!r}]: shape {given.shape}, "
-                                 f"expected {values.shape} (NumPy order)")
-            values = given
+            values = np.asarray(given)
+            expected = tuple(reversed(spec.shape))
+            if values.shape != expected:
+                raise ValueError(f"tensor_overrides[{spec.name!r}]: shape {values.shape}, "
+                                 f"expected {expected} (NumPy order)")
+        else:
+            # each tensor's generator depends only on the seed and its name
+            values = _initial_values(spec, tensor_rng(seed, spec.name), model.n_embd)
+        if spec.ggml_type not in (QT.F32, QT.F16):
+            raise ValueError(f"write_model writes F32/F16 tensors only, not "
+                             f"{spec.ggml_type.name}")
         specs.append(spec)
-        arrays.append(np.ascontiguousarray(values.astype(_np_dtype(spec.ggml_type))))
+        arrays.append(values)
     for name, given in overrides.items():
         if given is None:
             raise KeyError(f"tensor_overrides: cannot remove {name!r}, it is not in the model")
         given = np.asarray(given)
         qtype = QT.F16 if given.dtype == np.float16 else QT.F32
         specs.append(TensorSpec(name, tuple(reversed(given.shape)), qtype))
-        arrays.append(np.ascontiguousarray(given.astype(_np_dtype(qtype))))
+        arrays.append(given)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(path, arch)
-    _add_metadata(writer, model.metadata)
-    for spec, values in zip(specs, arrays, strict=True):
-        writer.add_tensor(spec.name, values, raw_dtype=spec.ggml_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    stream = GGUFStream(path, model.metadata,
+                        [TensorEntry(s.name, s.shape, s.ggml_type) for s in specs])
+    stream.open()
+    try:
+        for spec, values in zip(specs, arrays, strict=True):
+            stream.write(spec.name, [encode_floats(values, spec.ggml_type)])
+    finally:
+        stream.close()
 
     model.tensors = specs
     model.path = path
@@ -726,16 +624,12 @@ def write_header_only(
 
     Returns the file size in bytes (the header length).
     """
-    md = dict(metadata)
+    md = {k: _as_meta(v) for k, v in metadata.items()}
     if "general.architecture" not in md:
         raise ValueError("metadata needs general.architecture")
-    arch_value = md["general.architecture"]
-    arch = arch_value[0] if isinstance(arch_value, tuple) else arch_value
-    writer = gguf.GGUFWriter(path, str(arch))
     if alignment is not None:
         md["general.alignment"] = (int(alignment), VT.UINT32, None)
-        writer.data_alignment = int(alignment)
-    _add_metadata(writer, {k: _as_meta(v) for k, v in md.items()})
+    entries = []
     for item in tensors:
         if isinstance(item, TensorSpec):
             name, shape, qtype = item.name, item.shape, item.ggml_type
@@ -744,17 +638,9 @@ def write_header_only(
             if isinstance(qtype, str):
                 qtype = QT[qtype.upper()]
             qtype = QT(qtype)
-        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        block, _size = gguf.GGML_QUANT_SIZES[qtype]
         if int(shape[0]) % block:
             raise ValueError(f"{name}: ne[0]={shape[0]} is not a multiple of {qtype.name}'s "
                              f"block size {block}")
-        n_elements = int(np.prod([int(s) for s in shape], dtype=np.int64))
-        writer.add_tensor_info(name, tuple(reversed([int(s) for s in shape])),
-                               np.dtype(np.float32), n_elements // block * size,
-                               raw_dtype=qtype)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    writer.write_header_to_file(Path(path))
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    writer.close()
-    return Path(path).stat().st_size
+        entries.append(TensorEntry(name, tuple(int(s) for s in shape), qtype))
+    return _write_header_only(path, md, entries)

@@ -8,7 +8,7 @@ flag; the CLI adds those when it reports an error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kurabe.modelfiles.card import ModelCard
     from kurabe.orchestrator import Orchestrator
     from kurabe.phases import ProgressHook
+    from kurabe.twin import TwinResult
 
 DEFAULT_RUNS_DIR = Path("kurabe-runs")
 
@@ -258,11 +259,17 @@ def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook |
             if name not in known:
                 from kurabe.chat_template import model_opens_thinking
                 from kurabe.modelfiles.resolve import resolve_model
+                from kurabe.orchestrator import refuse_twins_in_quality
 
                 judge_model = ModelConfig(name=name, source=spec)
-                # Checked before the run is changed: an unsafe chat template stops here.
-                model_opens_thinking(judge_model, resolve_model(
-                    name, spec, judge_model.kind, judge_model.engine.chat_template_file))
+                resolved = resolve_model(name, spec, judge_model.kind,
+                                         judge_model.engine.chat_template_file)
+                # Checked before the run is changed: an unsafe chat template or a synthetic
+                # twin (random weights) stops here.
+                model_opens_thinking(judge_model, resolved)
+                asked = config.quality.model_copy(update={"judge": name})
+                refuse_twins_in_quality(config.model_copy(update={"quality": asked}),
+                                        {name: resolved})
                 config.judges.append(judge_model)
             config.quality.judge = name
             store.update_config(config.to_json(), f"judge set to {name} ({spec})")
@@ -353,6 +360,24 @@ def rank_quants(spec: str, quants: list[str], *, budget: str, ctx: int = 4096,
     return rank(spec, quants, budget=budget, ctx=ctx, cache_type_k=cache_type_k,
                 cache_type_v=cache_type_v, parallel=parallel, ngl=ngl, ubatch=ubatch,
                 flash_attn=flash_attn, gpu=gpu)
+
+
+def make_twin(spec: str, out: str | Path, *, quant: str | None = None,
+              sets: Mapping[str, str] | None = None,
+              progress: Callable[[int, int], None] | None = None, seed: int = 0
+              ) -> TwinResult:
+    """Write a synthetic twin of a model: a random-weight GGUF with its architecture, tensor
+    names and shapes, and the per-tensor types llama-quantize would give for ``quant`` (the
+    planner's prediction; None keeps a GGUF's own types, F16 for a config.json). ``spec``: a
+    config.json (or its folder), a .gguf (header only) or ``builtin:NAME``. ``sets``: what-if
+    changes to the config's own keys, e.g. ``{"num_experts": "256"}`` (values read as JSON
+    when they parse), applied to the text model. ``progress(bytes_done, bytes_total)``.
+    Bad input raises :class:`kurabe.twin.make.TwinInputError`, whose ``option`` says which
+    input ("quant", "set", "out")."""
+    from kurabe.twin.make import make_twin as make
+
+    return make(spec, Path(out), quant=quant, sets=dict(sets or {}), progress=progress,
+                seed=seed)
 
 
 def builtin_models() -> list[dict[str, Any]]:

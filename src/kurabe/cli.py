@@ -624,6 +624,100 @@ def plan(
         out.print(f"note: {note}", highlight=False, markup=False)
 
 
+_TWIN_FLAGS = {"quant": "--quant", "set": "--set"}
+
+
+@app.command()
+def twin(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help=MODEL_HELP)],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="PATH", help="the twin GGUF file to write",
+        show_default=False)] = None,
+    quant: Annotated[str | None, typer.Option(
+        metavar="TYPE", help="llama-quantize type whose per-tensor types the twin gets "
+        "(Q4_K_M, Q5_K_M, Q8_0, ...); default: a GGUF's own types, F16 for a config.json",
+        show_default=False)] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="a what-if change to the config.json's own keys, in its text model "
+        "(num_experts=256, num_hidden_layers=40, num_key_value_heads=8, vocab_size=32768, "
+        "full_attention_interval=2, layer_types=[...]); repeat for each",
+        show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace PATH if it exists")] = False,
+    seed: Annotated[int, typer.Option(min=0, metavar="N",
+                                      help="seed of the random weights")] = 0,
+) -> None:
+    """Write a synthetic twin: a random-weight GGUF with the model's architecture, tensor
+    shapes and quant types, served and measured like the real model (speed and memory,
+    never quality) without downloading its weights."""
+    from kurabe.twin.make import TwinInputError, parse_sets
+
+    if out is None:
+        _fail("missing -o PATH (the twin GGUF file to write)")
+    if out.exists() and not out.is_dir() and not force:
+        _fail(f"-o {out}: exists; add --force to replace it")
+    try:
+        changes = parse_sets(sets or [])
+    except TwinInputError as exc:
+        _fail(f"--set {exc.value}: {exc}")
+    try:
+        with _ByteProgress(f"writing {out.name}") as progress:
+            result = api.make_twin(model, out, quant=quant, sets=changes, progress=progress,
+                                   seed=seed)
+    except TwinInputError as exc:
+        if exc.option == "out":
+            _fail(f"-o {exc}")  # the message starts with the path
+        _fail(f"{_TWIN_FLAGS.get(exc.option, exc.option)} {exc.value}: {exc}")
+    except KurabeError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(f"-o {out}: cannot write: {exc.strerror or exc}")
+    from kurabe.report.markdown import fmt_bytes
+
+    path = shlex.quote(str(result.path))
+    _out().print(f"wrote {result.path}: {fmt_bytes(result.file_bytes)} "
+                 f"({result.file_bytes:,} bytes), {result.n_tensors:,} tensors, in "
+                 f"{result.seconds:.1f} s", highlight=False, markup=False)
+    _out().print(f"plan its memory: kurabe plan {path}", highlight=False, markup=False)
+    _out().print(f"measure its speed: kurabe bench -m twin={path} --fixed-length",
+                 highlight=False, markup=False)
+
+
+class _ByteProgress:
+    """A rich progress bar on stderr in bytes, fed by a (done, total) hook."""
+
+    def __init__(self, description: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TaskID,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.description = description
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            DownloadColumn(binary_units=True),
+                            TransferSpeedColumn(), TimeRemainingColumn(), console=_err(),
+                            transient=False)
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> _ByteProgress:
+        return self  # the bar starts with the first report, so an early error stands alone
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.task is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.description[:60], total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+
 thinking_app = typer.Typer(cls=_Group, no_args_is_help=True, rich_markup_mode=None,
                            help="Reasoning diagnostics.")
 app.add_typer(thinking_app, name="thinking")

@@ -37,6 +37,30 @@ class RunTerminated(Exception):
     """The run was stopped by SIGTERM (everything stored so far is kept)."""
 
 
+def refuse_twins_in_quality(config: ShootoutConfig, resolved: dict[str, ResolvedModel]
+                            ) -> None:
+    """A synthetic twin (random weights, kurabe.twin) measures speed and memory only: one
+    that would answer or judge in the quality round is refused. ``resolved``: the models
+    resolved so far, by name (others are not checked)."""
+    if config.quality is None:
+        return
+    from kurabe.twin import is_twin
+
+    def twin(name: str) -> bool:
+        model = resolved.get(name)
+        return model is not None and model.header is not None and is_twin(model.header)
+
+    for name in config.quality.models or [m.name for m in config.models]:
+        if twin(name):
+            raise KurabeError(f"model '{name}' is a synthetic twin (random weights): it has "
+                              "no answers worth grading; leave it out of [quality] or use "
+                              "the real model file")
+    judge = config.quality.judge
+    if judge and twin(judge):
+        raise KurabeError(f"model '{judge}' is a synthetic twin (random weights): it cannot "
+                          "grade answers; choose another quality judge")
+
+
 class Orchestrator:
     """Runs one run folder's phases to completion."""
 
@@ -72,6 +96,7 @@ class Orchestrator:
                     backend_class(default_kind(m))
                 except KurabeError as exc:
                     raise KurabeError(f"model '{m.name}': engine.backend: {exc}") from None
+        refuse_twins_in_quality(config, resolved)
         for m in [*config.models, *config.judges]:
             model_opens_thinking(m, resolved[m.name])  # an unsafe chat template stops here
             if default_kind(m) == "llama.cpp":

@@ -55,9 +55,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gguf
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))  # tests/: tiny_models
@@ -66,6 +63,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from kurabe.modelfiles.gguf_header import SkippedArray, read_header  # noqa: E402
 from kurabe.modelfiles.hf_config import read_hf_config  # noqa: E402
 from kurabe.simulator.quantize import QUANT_TYPES, ggml_type  # noqa: E402
+from kurabe.twin import write_twin  # noqa: E402
 
 import tiny_models  # noqa: E402
 
@@ -263,55 +261,10 @@ def scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _typed(value: Any) -> tuple[Any, Any, Any]:
-    VT = gguf.GGUFValueType
-    if isinstance(value, bool):
-        return value, VT.BOOL, None
-    if isinstance(value, int):
-        return value, VT.UINT32, None
-    if isinstance(value, float):
-        return value, VT.FLOAT32, None
-    if isinstance(value, str):
-        return value, VT.STRING, None
-    if isinstance(value, list):
-        sub = VT.BOOL if all(isinstance(v, bool) for v in value) else \
-            VT.INT32 if all(isinstance(v, int) for v in value) else VT.FLOAT32
-        return value, VT.ARRAY, sub
-    raise TypeError(value)
-
-
 def write_synthesized(path: Path, header, seed: int) -> None:
-    """Write a synthesized header as a real F16 GGUF with random weights and a tiny vocab."""
-    arch = header.architecture
-    writer = gguf.GGUFWriter(path, arch)
-    for key, value in header.metadata.items():
-        if key == "general.architecture" or isinstance(value, SkippedArray):
-            continue
-        writer.add_key_value(key, *_typed(value)[:2], sub_type=_typed(value)[2])
-    vocab = tiny_models.model_layout("llama", pad_vocab_to=TINY_VOCAB).metadata
-    for key, (value, vtype, sub) in vocab.items():
-        if key.startswith("tokenizer."):
-            writer.add_key_value(key, value, vtype, sub_type=sub)
-    rng = np.random.default_rng(seed)
-    for t in header.tensors:
-        tname = ggml_type(t.ggml_type).name
-        shape = tuple(reversed(t.shape))
-        if tname == "F32":
-            data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-            if "norm" in t.name:
-                data[...] = 1.0
-            if t.name.endswith("ssm_a"):
-                data = -np.abs(data) - 0.5
-        elif tname in ("F16", "BF16"):
-            data = (rng.standard_normal(shape) * 0.02).astype(np.float16)
-        else:
-            raise ValueError(f"{t.name}: cannot write {tname}")
-        writer.add_tensor(t.name, data, raw_dtype=gguf.GGMLQuantizationType.F32
-                          if tname == "F32" else gguf.GGMLQuantizationType.F16)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    """Write a synthesized header as a real F16 GGUF: kurabe's twin writer (random weights,
+    a byte-level BPE vocabulary of the config's size)."""
+    write_twin(header, path, seed=seed)
 
 
 def llama_cpp_version(quantize: Path, sample: Path, tmp: Path) -> dict[str, str]:

@@ -125,9 +125,46 @@ class ModelCard:
     file_bytes: int | None
     unknown: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # A synthetic twin (random weights, kurabe.twin): source (file name), quant and the
+    # what-if changes (key -> value) its GGUF records; None for a real model.
+    twin: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def twin_marks(header) -> dict[str, Any] | None:
+    """What a synthetic twin's GGUF records about it (``source``, ``quant``, ``sets``), or
+    None when the model is not a twin."""
+    from kurabe.twin import is_twin
+
+    if not is_twin(header):
+        return None
+    md = header.metadata
+    sets: Any = md.get("kurabe.twin.sets")
+    if isinstance(sets, str):
+        try:
+            sets = json.loads(sets)
+        except ValueError:
+            pass
+    source, quant = md.get("kurabe.twin.source"), md.get("kurabe.twin.quant")
+    return {"source": source if isinstance(source, str) else None,
+            "quant": quant if isinstance(quant, str) else None,
+            "sets": sets if isinstance(sets, dict) else {}}
+
+
+def twin_text(twin: dict[str, Any]) -> str:
+    """'twin of qwen3.5.config.json at Q4_K_M (random weights), with num_experts=128'."""
+    text = f"twin of {twin.get('source') or 'an unnamed model'}"
+    if twin.get("quant"):
+        text += f" at {twin['quant']}"
+    text += " (random weights)"
+    sets = twin.get("sets") or {}
+    if sets:
+        text += ", with " + " ".join(
+            f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+            for k, v in sets.items())
+    return text
 
 
 def model_card(header, source: str, source_kind: str) -> ModelCard:
@@ -185,6 +222,7 @@ def model_card(header, source: str, source_kind: str) -> ModelCard:
         quant_mix_bytes=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
         license=md.get("general.license"), base_models=_base_models(md),
         file_bytes=getattr(header, "file_bytes", None), unknown=list(layout.unknown), notes=notes,
+        twin=twin_marks(header),
     )
 
 
@@ -207,7 +245,8 @@ def card_text(card: ModelCard) -> list[tuple[str, str]]:
     def num(n):
         return "–" if n is None else (f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M")
 
-    rows = [("architecture", card.architecture + ("" if card.known_architecture else " (unknown to kurabe: generic fields only)")),
+    rows = [("twin", twin_text(card.twin))] if card.twin else []
+    rows += [("architecture", card.architecture + ("" if card.known_architecture else " (unknown to kurabe: generic fields only)")),
             ("name", card.name or "–"),
             ("parameters", f"{num(card.params_total)} total, {num(card.params_active)} active per token")]
     if card.n_experts:

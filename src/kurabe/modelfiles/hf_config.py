@@ -241,20 +241,23 @@ def _resolve_arch(config: dict[str, Any], path: Path) -> tuple[str, str, str]:
 
 
 def read_hf_config(path: str | Path, *, dtype: str | None = None,
-                   mtp: bool = True) -> HFModelHeader:
+                   mtp: bool = True, config: dict[str, Any] | None = None) -> HFModelHeader:
     """Synthesize the F16/BF16 GGUF header llama.cpp's converter would produce.
 
     ``path``: a ``config.json`` or a folder holding one. ``dtype``: "F16" or "BF16"
     (default: BF16 when the config says bfloat16, as the converter's ``auto``; the size is
     the same). ``mtp``: keep multi-token-prediction layers (the converter's default; its
-    ``--no-mtp`` drops them).
+    ``--no-mtp`` drops them). ``config``: the loaded ``config.json`` to use instead of the
+    file's text (e.g. with hyperparameters changed); ``path`` still names it in messages and
+    its folder's tokenizer files are still read.
     """
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     cfg_path = path / "config.json" if path.is_dir() else path
-    if not cfg_path.is_file():
-        raise HFConfigError(f"{cfg_path}: no such file")
-    config = _load_json(cfg_path)
+    if config is None:
+        if not cfg_path.is_file():
+            raise HFConfigError(f"{cfg_path}: no such file")
+        config = _load_json(cfg_path)
     if not isinstance(config, dict):
         raise HFConfigError(f"{cfg_path}: expected a JSON object")
     arch, hf_arch, model_type = _resolve_arch(config, cfg_path)
