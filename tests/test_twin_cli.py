@@ -369,6 +369,30 @@ def test_the_ablation_variants_differ_one_change_at_a_time():
 # -- a real shootout of scaled-down twins of both article architectures ---------------------
 
 
+def test_a_twin_is_served_with_the_real_models_chat_template(tmp_path):
+    """The Gemma 3 GGUF carries no template; kurabe serves it with Gemma's turn format, and
+    its twin carries that one, not ChatML. A config.json folder's template is the twin's."""
+    from kurabe.modelfiles.builtin import GEMMA_CHAT_TEMPLATE
+
+    out = tmp_path / "gemma-twin.gguf"
+    api.make_twin("builtin:gemma3-270m", out)
+    twin = read_header(out)
+    assert twin.metadata["tokenizer.chat_template"] == GEMMA_CHAT_TEMPLATE
+    assert "<|im_start|>" not in twin.metadata["tokenizer.chat_template"]
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = json.loads(LLMJP.read_text(encoding="utf-8"))
+    config.update({k: parse_value(v) for k, v in SMALL_LLMJP.items()})
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"chat_template": "{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}"}),
+        encoding="utf-8")
+    api.make_twin(str(folder), tmp_path / "small.gguf", quant="Q8_0")
+    assert read_header(tmp_path / "small.gguf").metadata["tokenizer.chat_template"] == \
+        "{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}"
+
+
 def test_scaled_down_twins_of_both_architectures_run_a_speed_shootout(small_twins, tmp_path):
     engine = {"ctx": 1024, "threads": 2}
     config = parse_config({

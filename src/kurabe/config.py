@@ -180,6 +180,14 @@ class RunConfig(_Strict):
     memory_budget: str | None = None
 
 
+class AblationConfig(_Strict):
+    """Models that go from one to another one change at a time (kurabe.analysis.ablation)."""
+
+    chain: Annotated[list[str], Field(min_length=2)]
+    metric: Literal["decode_tokens_per_s", "prompt_tokens_per_s", "chars_per_s",
+                    "ttft_s"] = "decode_tokens_per_s"
+
+
 class ShootoutConfig(_Strict):
     run: RunConfig = RunConfig()
     models: Annotated[list[ModelConfig], Field(min_length=1)]
@@ -187,6 +195,18 @@ class ShootoutConfig(_Strict):
     reasoning_sweep: ReasoningSweepConfig | None = None
     quality: QualityConfig | None = None
     judges: list[ModelConfig] = []  # models that only judge (not compared)
+    ablation: AblationConfig | None = None
+
+    @model_validator(mode="after")
+    def _ablation_known(self):
+        if self.ablation:
+            names = [m.name for m in self.models]
+            unknown = [n for n in self.ablation.chain if n not in names]
+            if unknown:
+                raise ValueError(f"ablation.chain: {', '.join(unknown)} not in [[models]]")
+            if len(set(self.ablation.chain)) != len(self.ablation.chain):
+                raise ValueError("ablation.chain: a model appears twice")
+        return self
 
     @model_validator(mode="after")
     def _judge_known(self):

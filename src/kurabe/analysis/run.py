@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kurabe.analysis.ablation import AblationAnalysis, analyse_ablation
 from kurabe.analysis.machine import MachineLoad, busy_machine_warning, machine_load
 from kurabe.analysis.speed import FairnessWarning, SpeedAnalysis, analyse_speed
 from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
@@ -41,6 +42,7 @@ class RunAnalysis:
     # Work whose latest attempt failed, or that was skipped because its engine exited, one
     # entry per (model, phase, error_kind): {model, phase, error_kind, count, example}.
     failures: list[dict[str, Any]] = field(default_factory=list)
+    ablation: AblationAnalysis | None = None  # when the config names an ablation chain
 
     @property
     def complete(self) -> bool:
@@ -61,6 +63,8 @@ class RunAnalysis:
             }
         comps = [c.to_dict() for c in self.speed.comparisons]
         out["comparisons"] = comps
+        if self.ablation is not None:
+            out["ablation"] = self.ablation.to_dict()
         decode = [c for c in comps if c["metric"] == "decode_tokens_per_s"]
         if len(self.speed.models) == 2 and decode:
             out["comparison"] = decode[0]
@@ -115,7 +119,10 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
             seen = {p["id"] for p in prompt_list}
             prompt_list += [{"id": i.id, "text": i.turns[0], "category": i.category,
                              "lang": i.lang} for i in items.values() if i.id not in seen]
+    ablation = (analyse_ablation(speed, cfg.ablation.chain, cfg.ablation.metric)
+                if cfg.ablation is not None else None)
     return RunAnalysis(run=run, config=cfg, models=models, speed=speed, measured=measured,
+                       ablation=ablation,
                        events=store.events(),
                        total_scheduled=len(model_names) * cfg.run.repeats * len(prompts),
                        sweep_cells=cells, sweep_recommendations=recs,

@@ -43,6 +43,17 @@ def csp(script: str) -> str:
             "connect-src 'none'; frame-src 'none'")
 
 
+def _ablation_chart(a: RunAnalysis) -> str:
+    """Each ablation step's ratio (later / earlier model) with its interval."""
+    if a.ablation is None:
+        return ""
+    label, unit, higher = SUMMARY_METRICS[a.ablation.metric]
+    rows = [(f"{s.before} → {s.after}", s.ratio.ratio, s.ratio.ci_low, s.ratio.ci_high)
+            for s in a.ablation.steps]
+    return charts.interval_bars(f"{label}: ratio of each step (1.0 = no change)", "×", rows,
+                                higher_is_better=higher)
+
+
 def _speed_charts(a: RunAnalysis) -> list[str]:
     keys = ["decode_tokens_per_s", "chars_per_s", "ttft_s"]
     if a.speed.any_reasoning:
@@ -123,6 +134,7 @@ def render_html(a: RunAnalysis, run_dir: Path) -> str:
         settings=settings, speed=a.speed, metrics=SUMMARY_METRICS, metric_docs=METRIC_DOCS,
         speed_charts=[_markup(svg) for svg in _speed_charts(a)],
         loading_chart=_markup(_loading_chart(a)),
+        ablation_chart=_markup(_ablation_chart(a)),
         machine_chart=_markup(_machine_chart(a)),
         quality_chart=_markup(_quality_chart(a)),
         data_json=_markup(_json_for_script(data)), script=_markup(script), csp=csp(script),

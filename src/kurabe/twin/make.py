@@ -399,4 +399,24 @@ def make_twin(spec: str, out: Path, *, quant: str | None, sets: Mapping[str, str
     marks = {"kurabe.twin.source": _source_name(spec, cfg_path),
              "kurabe.twin.quant": quant_name,
              "kurabe.twin.sets": json.dumps(parsed, ensure_ascii=False)}
-    return write_twin(header, out, types=types, marks=marks, progress=progress, seed=seed)
+    return write_twin(header, out, types=types, chat_template=_own_chat_template(
+        spec, header, cfg_path), marks=marks, progress=progress, seed=seed)
+
+
+def _own_chat_template(spec: str, header: Any, cfg_path: Path | None) -> str | None:
+    """The chat template the real model is served with: for ``builtin:NAME`` the one kurabe
+    supplies (Gemma's turn format), for a config.json its folder's ``chat_template.jinja``
+    or ``tokenizer_config.json``, else the GGUF's own. None when the model has none (the
+    twin then gets a ChatML one)."""
+    if cfg_path is not None:
+        from kurabe.modelfiles.hf_config import _chat_template
+
+        return _chat_template(cfg_path.parent) or None
+    if spec.startswith("builtin:"):
+        from kurabe.modelfiles.builtin import builtin_model
+
+        supplied = builtin_model(spec).chat_template
+        if supplied:
+            return supplied
+    own = getattr(header, "metadata", {}).get("tokenizer.chat_template")
+    return own if isinstance(own, str) and own else None

@@ -1,0 +1,212 @@
+"""Does a twin decode as fast as the real model? The claim (docs/twins.md): a twin's decode
+speed is within 5% of the real model's on the same engine and flags.
+
+For each built-in model (SmolLM2-135M at Q4_1, Gemma-3-270M at Q4_K_M) this writes its twin
+with the model's own tensor types (``make_twin(..., quant=None)``) into a work folder, then
+runs ONE kurabe shootout holding the real model and its twin with identical engine flags
+(``ctx``, ``threads``), ``fixed_length = true`` (every request generates exactly
+``--max-tokens`` tokens, whatever a random model samples), several prompts, repeats and a
+warm-up. The schedule alternates the two models request by request (A B, B A, ...), so drift
+of the machine hits both. It prints, per model:
+
+- decode and prompt tokens/s: median with its 95% interval (kurabe's prompt-clustered
+  bootstrap, :func:`kurabe.analysis.stats.median_ci`, as the run's analysis computes it);
+- twin/real: the run's paired comparison (:func:`kurabe.analysis.stats.paired_ratio`, the
+  geometric mean of per-(prompt, repeat) ratios with a prompt-clustered 95% interval), and
+  whether |ratio − 1| < 5% (the ratio itself, and the whole interval);
+- the weights the engine loaded for each (the same types must give the same bytes), the
+  prompt and output tokens per request, the run's fairness warnings and the machine's load.
+
+Run folders are kept (their paths are printed; ``kurabe report DIR`` reads them); the twins
+are deleted unless ``--keep``. Run it on a quiet machine (``uptime``): the report's machine
+load line says whether it was.
+
+Run (from the repository root; on an idle 2-core machine the defaults take a few minutes):
+
+    .venv/bin/python benchmarks/twin_speed.py
+    .venv/bin/python benchmarks/twin_speed.py --repeats 5 --max-tokens 256 --prompts 6 --keep
+
+Options: ``--repeats`` (measured requests per prompt and model), ``--max-tokens`` (tokens
+generated per request), ``--prompts`` (how many of the built-in speed prompts, 5 or more for
+a verdict), ``--threads`` (llama.cpp threads, default: the usable cores), ``--ctx``,
+``--models`` (comma-separated built-in names), ``--out`` (work folder, default a new temporary
+one), ``--keep`` (keep the twins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kurabe import api
+from kurabe.analysis.run import RunAnalysis
+from kurabe.analysis.stats import Estimate, Ratio
+from kurabe.config import parse_config
+from kurabe.inputs import load_prompt_set
+
+MODELS = ("smollm2-135m", "gemma3-270m")
+TOLERANCE = 0.05
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def est(e: Estimate, fmt: str = "{:.1f}") -> str:
+    if e.median is None:
+        return "-"
+    if e.ci_low is None or e.ci_high is None:
+        return f"{fmt.format(e.median)} (no interval, n={e.n})"
+    return (f"{fmt.format(e.median)} [{fmt.format(e.ci_low)}, {fmt.format(e.ci_high)}] "
+            f"(n={e.n}, {e.clusters} prompts)")
+
+
+def ratio_text(r: Ratio) -> str:
+    if r.ratio is None:
+        return f"- ({r.no_verdict})"
+    ci = (f"95% CI [{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None
+          and r.ci_high is not None else "no interval")
+    note = f"; {r.no_verdict}" if r.no_verdict else ""
+    return f"{r.ratio:.4f} ({ci}, {r.n} pairs, {r.clusters} prompts{note})"
+
+
+def within(r: Ratio) -> str:
+    if r.ratio is None:
+        return "not measured"
+    point = abs(r.ratio - 1) < TOLERANCE
+    if r.ci_low is None or r.ci_high is None:
+        return f"{'yes' if point else 'NO'} (ratio {r.ratio - 1:+.2%}; no interval)"
+    whole = 1 - TOLERANCE < r.ci_low and r.ci_high < 1 + TOLERANCE
+    return (f"{'yes' if point else 'NO'}: ratio {r.ratio - 1:+.2%}; the whole interval "
+            f"({r.ci_low - 1:+.2%} to {r.ci_high - 1:+.2%}) "
+            f"{'is' if whole else 'is NOT'} within ±{TOLERANCE:.0%}")
+
+
+def comparison(analysis: RunAnalysis, a: str, b: str, metric: str) -> Ratio:
+    """The run's own paired comparison a/b (the config lists the twin first: twin/real)."""
+    for c in analysis.speed.comparisons:
+        if (c.a, c.b, c.metric) == (a, b, metric):
+            return c.ratio
+    raise SystemExit(f"the run has no {metric} comparison of {a} with {b}")
+
+
+def weights_line(analysis: RunAnalysis, model: str) -> str:
+    for load in analysis.loading:
+        if load.get("model") != model:
+            continue
+        for row in load.get("rows", []):
+            if row.get("buffer") == "model weights" and row.get("observed_bytes") is not None:
+                return f"{row['observed_bytes'] / 2**20:.2f} MiB"
+    return "-"
+
+
+def mean_of(analysis: RunAnalysis, model: str, key: str) -> str:
+    values = [r.metrics[key] for r in analysis.measured
+              if r.model == model and r.metrics.get(key) is not None]
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
+
+
+def shootout(name: str, twin: Path, run_dir: Path, opts: argparse.Namespace,
+             prompts: list[dict[str, Any]]) -> RunAnalysis:
+    engine = {"ctx": opts.ctx, "threads": opts.threads}
+    config = parse_config({
+        "run": {"name": f"twin-speed-{name}", "repeats": opts.repeats, "warmup": opts.warmup,
+                "max_tokens": opts.max_tokens, "fixed_length": True},
+        # The twin first: the run's comparison of the first model with the second is twin/real.
+        "models": [{"name": "twin", "source": str(twin), "engine": engine},
+                   {"name": "real", "source": f"builtin:{name}", "engine": engine}],
+        "prompts": prompts,
+    }, "twin_speed")
+    last = [0.0]
+
+    def progress(description: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 10 or done == total:
+            last[0] = now
+            print(f"  {done}/{total} {description}", file=sys.stderr, flush=True)
+
+    return api.run_shootout(config, run_dir, progress=progress)
+
+
+def report(name: str, analysis: RunAnalysis, run_dir: Path, seconds: float) -> None:
+    speed = analysis.speed
+    print(f"\n== builtin:{name} ({seconds:.0f} s; run folder {run_dir})")
+    if not analysis.complete:
+        print(f"  run {analysis.run.status}; failures: {analysis.failures}")
+    for m in ("real", "twin"):
+        pm = speed.per_model[m]
+        print(f"  {m:4s} decode {est(pm['decode_tokens_per_s'])} tokens/s")
+        print(f"       prompt {est(pm['prompt_tokens_per_s'])} tokens/s")
+        print(f"       output tokens {mean_of(analysis, m, 'output_tokens')}, "
+              f"prompt tokens {mean_of(analysis, m, 'prompt_tokens')}, "
+              f"weights loaded {weights_line(analysis, m)}")
+    decode = comparison(analysis, "twin", "real", "decode_tokens_per_s")
+    prompt = comparison(analysis, "twin", "real", "prompt_tokens_per_s")
+    print(f"  twin/real decode: {ratio_text(decode)}")
+    print(f"  twin/real prompt: {ratio_text(prompt)}")
+    print(f"  decode within {TOLERANCE:.0%}: {within(decode)}")
+    for w in speed.warnings:
+        print(f"  warning [{w.code}]: {w.message}")
+    if analysis.machine_load is not None:
+        print(f"  machine: {analysis.machine_load.sentence()}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3, help="measured requests per prompt")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured requests per model")
+    p.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
+    p.add_argument("--prompts", type=int, default=6,
+                   help="how many of the built-in speed prompts (5 or more for a verdict)")
+    p.add_argument("--threads", type=int, default=usable_cores(), help="llama.cpp threads")
+    p.add_argument("--ctx", type=int, default=2048, help="context size")
+    p.add_argument("--models", default=",".join(MODELS), help="built-in model names")
+    p.add_argument("--out", type=Path, default=None, help="work folder (default: temporary)")
+    p.add_argument("--keep", action="store_true", help="keep the twins")
+    opts = p.parse_args()
+
+    every = load_prompt_set("builtin:speed")
+    prompts = [{"id": q.id, "text": q.text, "category": q.category, "lang": q.lang}
+               for q in every[:max(1, opts.prompts)]]
+    work = opts.out or Path(tempfile.mkdtemp(prefix="kurabe-twin-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"engine flags: ctx {opts.ctx}, threads {opts.threads}; fixed_length, "
+          f"{opts.max_tokens} tokens, {len(prompts)} prompts x {opts.repeats} repeats, "
+          f"{opts.warmup} warm-up; load average at start {os.getloadavg()[0]:.2f} "
+          f"({usable_cores()} usable cores)")
+    run_dirs = []
+    for name in [m.strip() for m in opts.models.split(",") if m.strip()]:
+        twin = work / f"{name}-twin.gguf"
+        written = api.make_twin(f"builtin:{name}", twin)  # the model's own types
+        print(f"twin of builtin:{name}: {twin} ({written.file_bytes / 2**20:.1f} MiB, "
+              f"{written.n_tensors} tensors, {written.seconds:.1f} s)", flush=True)
+        run_dir = work / f"run-{name}"
+        started = time.monotonic()
+        try:
+            analysis = shootout(name, twin, run_dir, opts, prompts)
+        finally:
+            if not opts.keep:
+                twin.unlink(missing_ok=True)
+        report(name, analysis, run_dir, time.monotonic() - started)
+        run_dirs.append(run_dir)
+    print("\nrun folders:")
+    for d in run_dirs:
+        print(f"  {d}")
+    if opts.keep:
+        print(f"twins kept in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
