@@ -1,45 +1,41 @@
 """Does a twin decode as fast as the real model? The claim under test: a twin's decode speed
 is within 5% of the real model's on the same engine and flags (the figures measured, and
-what was found when it was not: docs/twins.md, "Measured").
+what was found on the way: docs/twins.md, "Measured").
 
-For each built-in model (SmolLM2-135M at Q4_1, Gemma-3-270M at Q4_K_M) this writes its twin
-with the model's own tensor types (``make_twin(..., quant=None)``) into a work folder, then
-runs ONE kurabe shootout holding the real model and its twin with identical engine flags
+Where a file's pages land in memory moves a small model's decode rate on some machines by
+several percent and, on a 2-core cloud guest, by up to about 30% between two files in one run,
+whatever their content (docs/twins.md). One shootout of one twin against one real file
+measures that draw as much as the content. So the benchmark runs ``--rounds`` rounds per
+built-in model (SmolLM2-135M at Q4_1, Gemma-3-270M at Q4_K_M); every round writes a new twin
+(its own seed, the model's own tensor types: ``make_twin(..., quant=None)``) and a fresh byte
+copy of the real file, and runs ONE kurabe shootout of the two with identical engine flags
 (``ctx``, ``threads``), ``fixed_length = true`` (every request generates exactly
 ``--max-tokens`` tokens, whatever a random model samples), several prompts, repeats and a
-warm-up. The schedule alternates the two models request by request (A B, B A, ...), so drift
-of the machine hits both. It prints, per model:
+warm-up, alternating the two models request by request (A B, B A, ...). It prints each
+round's rates and paired ratio, then the ratio over all rounds: the geometric mean of every
+(prompt, repeat, round) pair with a t interval that treats the rounds, each a new draw of
+files, as the sampled units (:func:`kurabe.analysis.stats.paired_ratio` with rounds as
+clusters), and whether it lies within 5%.
 
-- decode and prompt tokens/s: median with its 95% interval (kurabe's prompt-clustered
-  bootstrap, :func:`kurabe.analysis.stats.median_ci`, as the run's analysis computes it);
-- twin/real: the run's paired comparison (:func:`kurabe.analysis.stats.paired_ratio`, the
-  geometric mean of per-(prompt, repeat) ratios with a prompt-clustered 95% interval), and
-  whether |ratio − 1| < 5% (the ratio itself, and the whole interval);
-- the weights the engine loaded for each (the same types must give the same bytes), the
-  prompt and output tokens per request, the run's fairness warnings and the machine's load.
+``--control`` adds a second fresh copy of the real file to every round (``real-2``): the same
+bytes, so ``real-2/real`` is the placement noise floor measured the same way.
 
-``--control`` adds a third model to the same shootout: a byte-for-byte copy of the real GGUF
-written into the work folder beside the twin (``real-copy``). The same file, freshly
-written, is not always as fast as the original: where a model's weights land in memory
-(the page cache's physical pages, and with them the CPU caches and the host's mappings)
-moves its decode rate, and for a model small enough to live in a large last-level cache it
-can move it by several percent. ``real-copy/real`` is that noise floor, and ``twin/real-copy``
-compares two files written at the same time.
-
-Run folders are kept (their paths are printed; ``kurabe report DIR`` reads them); the twins
-are deleted unless ``--keep``. Run it on a quiet machine (``uptime``): the report's machine
+Run folders are kept (their paths are printed; ``kurabe report DIR`` reads them); the files
+are deleted unless ``--keep``. Run it on a quiet machine (``uptime``): each round's machine
 load line says whether it was.
 
-Run (from the repository root; on an idle 2-core machine the defaults take a few minutes):
+Run (from the repository root; about 2 minutes per Gemma round, 1 per SmolLM2 round, on an
+idle 2-core machine):
 
-    .venv/bin/python benchmarks/twin_speed.py
-    .venv/bin/python benchmarks/twin_speed.py --repeats 5 --max-tokens 256 --prompts 6 --keep
+    .venv/bin/python benchmarks/twin_speed.py --control
+    .venv/bin/python benchmarks/twin_speed.py --models gemma3-270m --rounds 8
 
-Options: ``--repeats`` (measured requests per prompt and model), ``--max-tokens`` (tokens
-generated per request), ``--prompts`` (how many of the built-in speed prompts, 5 or more for
-a verdict), ``--threads`` (llama.cpp threads, default: the usable cores), ``--ctx``,
-``--models`` (comma-separated built-in names), ``--control`` (add the copy of the real file),
-``--out`` (work folder, default a new temporary one), ``--keep`` (keep the twins and copies).
+Options: ``--rounds`` (rounds of fresh files, 5 or more for a verdict), ``--repeats``
+(measured requests per prompt and model), ``--max-tokens`` (tokens generated per request),
+``--prompts`` (how many of the built-in speed prompts), ``--threads`` (llama.cpp threads,
+default: the usable cores), ``--ctx``, ``--models`` (comma-separated built-in names),
+``--control`` (a second copy of the real file), ``--out`` (work folder, default a new
+temporary one), ``--keep`` (keep the twins and copies).
 """
 
 from __future__ import annotations
@@ -55,7 +51,7 @@ from typing import Any
 
 from kurabe import api
 from kurabe.analysis.run import RunAnalysis
-from kurabe.analysis.stats import Estimate, Ratio
+from kurabe.analysis.stats import Estimate, Ratio, paired_ratio
 from kurabe.config import parse_config
 from kurabe.inputs import load_prompt_set
 from kurabe.modelfiles.builtin import builtin_model, builtin_path
@@ -128,22 +124,21 @@ def mean_of(analysis: RunAnalysis, model: str, key: str) -> str:
     return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
 
 
-def shootout(name: str, twin: Path, copy: Path | None, run_dir: Path,
+def shootout(name: str, twin: Path, copies: list[Path], run_dir: Path,
              opts: argparse.Namespace, prompts: list[dict[str, Any]]) -> RunAnalysis:
     engine = {"ctx": opts.ctx, "threads": opts.threads}
     # The twin first: the run compares each model with every later one as first/second, so
-    # the comparisons read twin/real (and twin/real-copy, real-copy/real).
+    # the comparisons read twin/real (and real-2/real for the control copy).
     models = [{"name": "twin", "source": str(twin), "engine": engine}]
-    if copy is not None:
-        # A file is served with its own template; the real model's (Gemma's) goes with it.
-        template = builtin_model(name).chat_template
+    # A file is served with its own template; the real model's (Gemma's) goes with it.
+    template = builtin_model(name).chat_template
+    for label, copy in zip(("real", "real-2"), copies, strict=False):
         copy_engine = dict(engine)
         if template:
             template_file = copy.with_suffix(".jinja")
             template_file.write_text(template, encoding="utf-8")
             copy_engine["chat_template_file"] = str(template_file)
-        models.append({"name": "real-copy", "source": str(copy), "engine": copy_engine})
-    models.append({"name": "real", "source": f"builtin:{name}", "engine": engine})
+        models.append({"name": label, "source": str(copy), "engine": copy_engine})
     config = parse_config({
         "run": {"name": f"twin-speed-{name}", "repeats": opts.repeats, "warmup": opts.warmup,
                 "max_tokens": opts.max_tokens, "fixed_length": True},
@@ -161,12 +156,22 @@ def shootout(name: str, twin: Path, copy: Path | None, run_dir: Path,
     return api.run_shootout(config, run_dir, progress=progress)
 
 
-def report(name: str, analysis: RunAnalysis, run_dir: Path, seconds: float) -> None:
+def pairs(analysis: RunAnalysis, a: str, b: str, metric: str
+          ) -> list[tuple[float, float, str]]:
+    """(a, b, prompt) per matched (prompt, repeat) of one run."""
+    by = {m: {(r.prompt_id, r.repeat): r.metrics.get(metric) for r in analysis.measured
+              if r.model == m} for m in (a, b)}
+    return [(x, y, key[0]) for key, x in by[a].items()
+            if (y := by[b].get(key)) is not None and x is not None]
+
+
+def report(name: str, analysis: RunAnalysis, run_dir: Path, seconds: float,
+           round_no: int) -> None:
     speed = analysis.speed
-    print(f"\n== builtin:{name} ({seconds:.0f} s; run folder {run_dir})")
+    print(f"\n== builtin:{name}, round {round_no} ({seconds:.0f} s; run folder {run_dir})")
     if not analysis.complete:
         print(f"  run {analysis.run.status}; failures: {analysis.failures}")
-    models = [m for m in ("real", "real-copy", "twin") if m in speed.per_model]
+    models = [m for m in ("real", "real-2", "twin") if m in speed.per_model]
     for m in models:
         pm = speed.per_model[m]
         print(f"  {m:9s} decode {est(pm['decode_tokens_per_s'])} tokens/s")
@@ -174,10 +179,10 @@ def report(name: str, analysis: RunAnalysis, run_dir: Path, seconds: float) -> N
         print(f"  {'':9s} output tokens {mean_of(analysis, m, 'output_tokens')}, "
               f"prompt tokens {mean_of(analysis, m, 'prompt_tokens')}, "
               f"weights loaded {weights_line(analysis, m)}")
-    pairs = [("twin", "real")]
-    if "real-copy" in models:
-        pairs += [("twin", "real-copy"), ("real-copy", "real")]
-    for a, b in pairs:
+    compared = [("twin", "real")]
+    if "real-2" in models:
+        compared += [("real-2", "real")]
+    for a, b in compared:
         label = f"{a}/{b}"
         decode = comparison(analysis, a, b, "decode_tokens_per_s")
         prompt = comparison(analysis, a, b, "prompt_tokens_per_s")
@@ -192,17 +197,19 @@ def report(name: str, analysis: RunAnalysis, run_dir: Path, seconds: float) -> N
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3, help="measured requests per prompt")
+    p.add_argument("--repeats", type=int, default=2, help="measured requests per prompt")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured requests per model")
-    p.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
+    p.add_argument("--max-tokens", type=int, default=96, help="tokens generated per request")
     p.add_argument("--prompts", type=int, default=6,
                    help="how many of the built-in speed prompts (5 or more for a verdict)")
     p.add_argument("--threads", type=int, default=usable_cores(), help="llama.cpp threads")
     p.add_argument("--ctx", type=int, default=2048, help="context size")
     p.add_argument("--models", default=",".join(MODELS), help="built-in model names")
     p.add_argument("--out", type=Path, default=None, help="work folder (default: temporary)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="rounds, each with freshly written files (5 or more for a verdict)")
     p.add_argument("--control", action="store_true",
-                   help="add a fresh byte copy of the real file (the placement noise floor)")
+                   help="add a second fresh copy of the real file (the placement noise floor)")
     p.add_argument("--keep", action="store_true", help="keep the twins and copies")
     opts = p.parse_args()
 
@@ -216,27 +223,50 @@ def main() -> int:
           f"{opts.warmup} warm-up; load average at start {os.getloadavg()[0]:.2f} "
           f"({usable_cores()} usable cores)")
     run_dirs = []
+    summaries = []
     for name in [m.strip() for m in opts.models.split(",") if m.strip()]:
-        twin = work / f"{name}-twin.gguf"
-        written = api.make_twin(f"builtin:{name}", twin)  # the model's own types
-        print(f"twin of builtin:{name}: {twin} ({written.file_bytes / 2**20:.1f} MiB, "
-              f"{written.n_tensors} tensors, {written.seconds:.1f} s)", flush=True)
-        copy = None
-        if opts.control:
-            copy = work / f"{name}-copy.gguf"
-            shutil.copyfile(builtin_path(f"builtin:{name}"), copy)
-        run_dir = work / f"run-{name}"
-        started = time.monotonic()
-        try:
-            analysis = shootout(name, twin, copy, run_dir, opts, prompts)
-        finally:
-            if not opts.keep:
-                twin.unlink(missing_ok=True)
-                if copy is not None:
-                    copy.unlink(missing_ok=True)
-                    copy.with_suffix(".jinja").unlink(missing_ok=True)
-        report(name, analysis, run_dir, time.monotonic() - started)
-        run_dirs.append(run_dir)
+        pooled: dict[str, list[tuple[float, float, str]]] = {}
+        for round_no in range(1, opts.rounds + 1):
+            # Fresh files every round: a new twin (its own seed) and fresh byte copies of
+            # the real file, so each round draws a new placement for every file.
+            twin = work / f"{name}-twin-r{round_no}.gguf"
+            written = api.make_twin(f"builtin:{name}", twin, seed=round_no)
+            copies = [work / f"{name}-real-r{round_no}.gguf"]
+            if opts.control:
+                copies.append(work / f"{name}-real2-r{round_no}.gguf")
+            for copy in copies:
+                shutil.copyfile(builtin_path(f"builtin:{name}"), copy)
+            print(f"round {round_no}: twin of builtin:{name} (seed {round_no}, "
+                  f"{written.file_bytes / 2**20:.1f} MiB, {written.seconds:.1f} s) and "
+                  f"{len(copies)} fresh cop{'ies' if len(copies) > 1 else 'y'} of the real "
+                  "file", flush=True)
+            run_dir = work / f"run-{name}-r{round_no}"
+            started = time.monotonic()
+            try:
+                analysis = shootout(name, twin, copies, run_dir, opts, prompts)
+            finally:
+                if not opts.keep:
+                    for f in (twin, *copies):
+                        f.unlink(missing_ok=True)
+                        f.with_suffix(".jinja").unlink(missing_ok=True)
+            report(name, analysis, run_dir, time.monotonic() - started, round_no)
+            run_dirs.append(run_dir)
+            for a, b in (("twin", "real"), ("real-2", "real")):
+                for metric in ("decode_tokens_per_s", "prompt_tokens_per_s"):
+                    if a in analysis.speed.per_model:
+                        pooled.setdefault(f"{a}/{b} {metric}", []).extend(
+                            (x, y, f"r{round_no}") for x, y, _ in pairs(analysis, a, b, metric))
+        summaries.append((name, pooled))
+    print(f"\n== over {opts.rounds} rounds (each round's files are the sampled unit: the "
+          "ratio is the geometric mean of every pair, its interval a t interval with rounds "
+          "as clusters)")
+    for name, pooled in summaries:
+        for label, rows in pooled.items():
+            r = paired_ratio([x for x, _, _ in rows], [y for _, y, _ in rows],
+                             clusters=[c for _, _, c in rows])
+            print(f"  {name} {label}: {ratio_text(r).replace(' prompts', ' rounds')}")
+            if label.endswith("decode_tokens_per_s"):
+                print(f"  {name} {label.split()[0]} decode within {TOLERANCE:.0%}: {within(r)}")
     print("\nrun folders:")
     for d in run_dirs:
         print(f"  {d}")

@@ -148,6 +148,8 @@ def test_demo_report_compares_both_builtin_models(tmp_path, page_watch):
                     "## Safety", "## Code checks", "## Model cards", "## Loading"):
         assert section in report, section
     assert "tiny built-in model" in report
+    # the judge was calibrated first, and the report says plainly whether it passed
+    assert "#### Calibration" in report and "its calibration (pairwise accuracy" in report
     summary = json.loads(run_kurabe("report", str(out), "--json", check=True).stdout)
     assert summary["run_status"] == "complete"
     # the HTML report opens offline, without console errors, every section in reading order

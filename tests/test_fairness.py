@@ -54,6 +54,22 @@ def test_each_guard_fires_on_its_own_condition():
     assert "+25.0%" in msg["clock_disagreement"]  # 100 / 80 - 1
 
 
+def test_twins_are_left_out_of_the_characters_ranking():
+    # a twin writes random tokens of a stand-in vocabulary: its characters/s mean nothing
+    rows = [row("real", p, r, decode_tokens_per_s=120.0, server_decode_tokens_per_s=120.0,
+                chars_per_s=200.0) for p in ("p1", "p2") for r in range(3)]
+    rows += [row("twin", p, r, decode_tokens_per_s=100.0, server_decode_tokens_per_s=100.0,
+                 chars_per_s=400.0) for p in ("p1", "p2") for r in range(3)]
+    assert "ranking_disagreement" in codes(analyse_speed(["real", "twin"], rows))
+    assert "ranking_disagreement" not in codes(analyse_speed(["real", "twin"], rows,
+                                                             twins=["twin"]))
+    rows += [row("other", p, r, decode_tokens_per_s=110.0, server_decode_tokens_per_s=110.0,
+                 chars_per_s=500.0) for p in ("p1", "p2") for r in range(3)]
+    among_real = analyse_speed(["real", "twin", "other"], rows, twins=["twin"])
+    message = next(w.message for w in among_real.warnings if w.code == "ranking_disagreement")
+    assert "twin" not in message and "real > other" in message
+
+
 def test_length_caps_are_expected_in_fixed_length_mode_and_failures_are_counted():
     rows = [row(m, "p", r, length_capped=True) for m in "ab" for r in range(2)]
     failed = [row("b", "p", 9)]

@@ -295,7 +295,7 @@ def test_a_dead_engine_skips_its_quality_answers_and_a_dead_judge_its_grades(
                    {"name": "b", "source": script(ScriptedReply(content=ANSWER))}],
         "judges": [{"name": "j", "source": judge}], "prompts": PROMPTS,
         "quality": {"suites": ["builtin:ja_core"], "per_category": 1, "max_tokens": 16,
-                    "judge": "j", "pairwise": False}}, "test")
+                    "judge": "j", "pairwise": False, "calibrate": False}}, "test")
     analysis = api.run_shootout(cfg, tmp_path / "run")
     groups = {(f["model"], f["phase"]): f for f in analysis.failures}
     assert set(groups) == {("a", "quality"), ("j", "judge")}

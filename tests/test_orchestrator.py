@@ -264,10 +264,14 @@ def test_quality_stages_generate_check_and_judge_each_stored(tmp_path, script):
         lang = {(c.model, c.item_id): c.passed for c in checks if c.name == "language"}
         assert lang[("a", "k1")] is True and lang[("b", "k1")] is False  # English to a ja item
         grades = store.grades("judge")
-    # judging: 4 single grades and 2 items x 2 orders pairwise, all with the JSON schema
+        free = sum(p.probe == "free" for p in store.probes("judge"))
+    # judging: 4 single grades and 2 items x 2 orders pairwise, all with the JSON schema;
+    # only the judge probes' free grades (one per sampled grade) go without it
     assert sorted(g.kind for g in grades) == ["pairwise"] * 4 + ["single"] * 4
     assert all(g.status == "scored" for g in grades)
-    assert all(b["response_format"]["type"] == "json_schema" for b in judged)
+    assert free == 4 and sum("response_format" not in b for b in judged) == free
+    assert all(b["response_format"]["type"] == "json_schema" for b in judged
+               if "response_format" in b)
     assert q.scores["a"]["overall"].mean == 7.0
     # the judge saw the snapshot's instructions and the fenced answer
     assert "strict, fair grader" in judged[0]["messages"][0]["content"]
@@ -334,8 +338,9 @@ def test_the_snapshot_holds_what_the_run_was_given(tmp_path, script):
         assert [i["id"] for i in snap.suite_items] == ["k1", "k2"]
         assert "strict, fair grader" in snap.judge_prompts["single_system"]
         assert snap.config["run"]["prompt_set"] == str(tmp_path / "mine.toml")
+        assert len(snap.calibration_items) == 24  # the judge's calibration set, 4 requests each
         assert run.pending() == {"speed": 2, "quality generation": 2, "checks": 0,
-                                 "judging": 0}
+                                 "calibration": 96, "judging": 0, "judge probes": 0}
     finally:
         run.store.close()
 

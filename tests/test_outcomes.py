@@ -314,6 +314,7 @@ source = "{script(judge(calls))}"
 suites = ["suite.jsonl"]
 max_tokens = 100
 judge = "judge"
+probe_sample = 0
 ''', encoding="utf-8")
     run_dir = tmp_path / "run"
     analysis = api.run_shootout(load_config(tmp_path / "shootout.toml"), run_dir)

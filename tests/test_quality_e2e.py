@@ -196,6 +196,7 @@ max_tokens = {QUALITY_MAX_TOKENS}
 judge = "j1"
 judge_max_tokens = {JUDGE_MAX_TOKENS}
 pairwise = true
+calibration_per_flaw = 1
 
 """ + "\n".join([*(model(n) for n in CANDIDATES),
                  *(model(j, "judges", JUDGE_CTX) for j in ("j1", "j2", "j3"))])
@@ -558,7 +559,7 @@ def test_a_json_judge_scores_every_answer_and_the_grammar_turns_its_pairs_into_t
         "single": [str(SINGLE_GRADED), "0", str(len(JUDGED)), "0", "0%"],
         "pairwise": [str(PAIRS_GRADED), "0", str(PAIRS_SKIPPED), "0", "0%"]}
     check_pairwise_table(run, ["0", "0", str(len(JUDGED)), "50%", "0", "0"])
-    assert "Pairwise flip rate (position bias): 0%." in run.report
+    assert "Pairwise flip rate (position bias): 0% (95% interval 0–" in run.report
 
 
 def test_rejudging_switches_judge_without_regenerating(judged_by_j1, judged_by_j2):
@@ -569,8 +570,12 @@ def test_rejudging_switches_judge_without_regenerating(judged_by_j1, judged_by_j
     assert len(after.grades_of("j2")) == len(before.grades_of("j1"))
     # Only the new judge was started; no candidate was asked anything.
     new_events = after.events[len(before.events):]
-    assert [(e["kind"], e["detail"].split(":")[0].split(" (")[0]) for e in new_events] == [
+    assert [(e["kind"], e["detail"].split(":")[0].split(" (")[0]) for e in new_events
+            if e["kind"] != "judge_context"] == [
         ("config_changed", "judge set to j2"), ("engine_started", "j2")]
+    # and its prompts were checked against its context before it graded
+    assert [json.loads(e["detail"])["judge"] for e in new_events
+            if e["kind"] == "judge_context"] == ["j2"]
     assert "judge j2: unscored rate 0%" in after.stdout
     assert "Judge: **j2**" in after.report and "Judge: **j1**" not in after.report
 

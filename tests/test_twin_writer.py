@@ -247,6 +247,16 @@ def test_file_type_names_the_mix(tmp_path):
     assert read_typed_metadata(write_twin(
         header, tmp_path / "m.gguf", types=types, marks={"general.file_type": 17}).path
     )["general.file_type"][0] == 17
+    # Gemma-3-270M at Q4_K_M: its 640-wide rows fall back to Q5_0, which then holds more
+    # bytes than Q4_K; the mix still holds Q4_K matrices, so the stated Q4_K_M is kept.
+    gemma_like = {name: int(QT.Q5_0) if i % 3 else int(QT.Q4_K)
+                  for i, name in enumerate(types)}
+    header.metadata["general.file_type"] = int(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+    kept = write_twin(header, tmp_path / "g.gguf", types=gemma_like).path
+    assert read_typed_metadata(kept)["general.file_type"][0] == gguf.LlamaFileType.MOSTLY_Q4_K_M
+    header.metadata["general.file_type"] = int(gguf.LlamaFileType.MOSTLY_Q8_0)  # not held
+    renamed = write_twin(header, tmp_path / "r.gguf", types=gemma_like).path
+    assert read_typed_metadata(renamed)["general.file_type"][0] == gguf.LlamaFileType.MOSTLY_Q5_0
 
 
 def test_a_big_tensor_is_streamed_not_built_in_memory(tmp_path):

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from kurabe import KurabeError
 
 if TYPE_CHECKING:
+    from kurabe.analysis.calibration import CalibrationResult
     from kurabe.analysis.run import RunAnalysis
     from kurabe.config import ShootoutConfig
+    from kurabe.lineage import LineageResult
     from kurabe.modelfiles.card import ModelCard
     from kurabe.orchestrator import Orchestrator
     from kurabe.phases import ProgressHook
@@ -50,6 +52,8 @@ def demo_config(*, repeats: int = 3, max_tokens: int = 96, warmup: int = 1,
             suites=["builtin:ja_core", "builtin:code", "builtin:cutoff", "builtin:safety"],
             per_category=per_category, max_tokens=quality_max_tokens, judge="smollm2-135m",
             judge_max_tokens=64,
+            # One calibration item per kind of flaw (Japanese first): 24 judge requests.
+            calibration_per_flaw=1,
         ) if quality else None,
     )
 
@@ -170,7 +174,8 @@ def run_shootout(config: ShootoutConfig, run_dir: Path, *, command: list[str] | 
 
 # What each phase's pending count counts (``pending_work``).
 _PHASE_UNITS = {"speed": "requests", "quality generation": "answers", "checks": "checks",
-                "judging": "grades"}
+                "judging": "grades", "judge probes": "probes", "sweep judging": "grades",
+                "calibration": "grades"}
 # The files a finished run's report consists of (``resume_shootout`` writes them only if
 # one is missing).
 _REPORT_FILES = ("report.md", "report.html", "results.jsonl", "results.csv")
@@ -276,7 +281,68 @@ def rejudge(run_dir: Path, judge: str | None = None, *, progress: ProgressHook |
         elif not config.quality.judge:
             raise KurabeError(f"{run_dir}: this run has no judge configured; name one "
                               "(NAME=SPEC)")
+        _add_calibration_items(store, config)
     return resume_shootout(run_dir, progress=progress)
+
+
+def _add_calibration_items(store: Any, config: ShootoutConfig) -> None:
+    """A run whose snapshot has no calibration items (made without a judge, or by an older
+    kurabe) gets them now, so its judge is calibrated before it grades."""
+    from kurabe.inputs import resolve_calibration_items, run_snapshot
+
+    snapshot = run_snapshot(store)
+    if snapshot.calibration_items:
+        return
+    items = resolve_calibration_items(config)
+    if items:
+        snapshot.calibration_items = [i.to_dict() for i in items]
+        store.write_snapshot(snapshot)
+
+
+def calibrate_judge(judge_spec: str, *, calibration_set: str | None = None,
+                    per_flaw: int | None = None, out: Path | None = None,
+                    threshold: float | None = None, ctx: int = 4096,
+                    judge_max_tokens: int = 512, command: list[str] | None = None,
+                    progress: ProgressHook | None = None) -> CalibrationResult:
+    """Run a judge (``NAME=SPEC``: ``builtin:NAME``, a .gguf, an http(s) base URL) over the
+    calibration set alone (default ``builtin:calibration``; ``per_flaw``: sample this many
+    items per kind of flaw) in a new run folder ``out``, which keeps every raw verdict and a
+    small report. ``threshold``: the pairwise accuracy to pass (default 0.75); ``ctx``: the
+    context of a managed judge."""
+    from kurabe.analysis.calibration import CalibrationResult
+    from kurabe.config import QualityConfig, parse_config
+    from kurabe.evals.calibration import BUILTIN_SET, resolve_calibration_items
+    from kurabe.evals.judge import judge_prompts
+    from kurabe.orchestrator import Orchestrator
+    from kurabe.records import Snapshot
+
+    name, spec = parse_model_spec(judge_spec)
+    quality: dict[str, Any] = {"judge": name, "calibrate": True,
+                               "calibration_set": calibration_set or BUILTIN_SET,
+                               "calibration_per_flaw": per_flaw,
+                               "judge_max_tokens": judge_max_tokens}
+    if threshold is not None:
+        quality["calibration_threshold"] = threshold
+    config = parse_config({
+        "run": {"name": "judge-calibration", "repeats": 1, "warmup": 0, "prompt_set": None},
+        "models": [{"name": name, "source": spec, "engine": {"ctx": ctx}}],
+        "quality": quality}, f"judge {judge_spec}")
+    q: QualityConfig | None = config.quality
+    assert q is not None
+    if not Path(q.calibration_set).is_absolute() and not q.calibration_set.startswith(
+            "builtin:"):
+        q.calibration_set = str(Path(q.calibration_set).expanduser().resolve())
+    items = resolve_calibration_items(q.calibration_set, q.calibration_per_flaw, q.seed)
+    # No speed prompts and no quality items: the run is the calibration alone.
+    snapshot = Snapshot(config=config.model_dump(mode="json"), prompts=[], suite_items=[],
+                        judge_prompts=judge_prompts(),
+                        calibration_items=[i.to_dict() for i in items])
+    run_dir = Path(out) if out is not None else default_run_dir("judge-calibration")
+    check_run_dir(run_dir)
+    analysis = _execute(Orchestrator.create(config, run_dir, command=command,
+                                            progress=progress, snapshot=snapshot), run_dir)
+    return CalibrationResult(run_dir=run_dir, calibration=analysis.calibration,
+                             analysis=analysis)
 
 
 def report(run_dir: str | Path) -> tuple[RunAnalysis, list[Path]]:
@@ -378,6 +444,31 @@ def make_twin(spec: str, out: str | Path, *, quant: str | None = None,
 
     return make(spec, Path(out), quant=quant, sets=dict(sets or {}), progress=progress,
                 seed=seed)
+
+
+def lineage(a: str | Path, b: str | Path, *, rows: int | None = None,
+            max_layers: int | None = None, seed: int = 0,
+            progress: ProgressHook | None = None) -> LineageResult:
+    """Whether one model was built from the other's weights: ``derived``, ``independent``
+    or ``inconclusive``, with the evidence (declared metadata, tokenizer, tensor shapes,
+    per-layer weight similarity) and its strength. ``a``/``b``: a .gguf file,
+    ``builtin:NAME``, or a folder with config.json and safetensors weights. ``rows``:
+    vectors compared per tensor (default 64; the column search reads 4 times as many rows
+    and the permutation search up to 16 times as many of B's); ``max_layers``: compare
+    only this many layers, evenly spaced (default: all). ``progress(description, done,
+    total)`` per tensor. ``result.to_dict()`` is the JSON form (docs/lineage.md)."""
+    from kurabe.lineage import DEFAULT_SAMPLE, Sample, compare_lineage
+
+    if rows is not None and rows < 2:
+        raise KurabeError(f"a sample of {rows} rows per tensor: give at least 2")
+    if max_layers is not None and max_layers < 1:
+        raise KurabeError(f"a sample of {max_layers} layers: give at least 1")
+    scale = (rows or DEFAULT_SAMPLE.rows) / DEFAULT_SAMPLE.rows
+    sample = Sample(rows=rows or DEFAULT_SAMPLE.rows,
+                    column_rows=max(2, round(DEFAULT_SAMPLE.column_rows * scale)),
+                    candidates=max(2, round(DEFAULT_SAMPLE.candidates * scale)),
+                    max_layers=max_layers, seed=seed)
+    return compare_lineage(a, b, sample=sample, progress=progress)
 
 
 def builtin_models() -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import shlex
 import sys
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperGroup
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from kurabe.analysis.run import RunAnalysis
     from kurabe.phases import ProgressHook
+
+_T = TypeVar("_T")  # what a command's runner returns (a run's analysis, a calibration)
 
 
 class _PlainArgument(TyperArgument):
@@ -163,6 +165,12 @@ class _Progress:
             self.task = self.bar.add_task(description, total=total)
         self.bar.update(self.task, description=description[:60], completed=done, total=total)
 
+    def warn(self, message: str) -> None:
+        """A warning before work starts (``kurabe.phases.warn_through``), above the bar."""
+        from rich.markup import escape
+
+        self.bar.console.print(f"[yellow]⚠ {escape(message)}[/]", highlight=False)
+
 
 def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
     from rich.markup import escape
@@ -189,7 +197,7 @@ def _print_summary(analysis: RunAnalysis, run_dir: Path) -> None:
     _exit_if_incomplete(analysis, run_dir)
 
 
-def _run(fn: Callable[[ProgressHook], RunAnalysis], run_dir: Path) -> RunAnalysis:
+def _run(fn: Callable[[ProgressHook], _T], run_dir: Path) -> _T:
     """Run a whole shootout with a progress bar; say how to finish it if it stops (the
     command ends with ``_exit_if_incomplete``)."""
     from kurabe import exitcodes
@@ -448,13 +456,39 @@ def models(
 
 @app.command("judge")
 def judge_cmd(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR",
-                                            help="a run folder with a quality round")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        metavar="[RUN_DIR]", help="a run folder with a quality round (none with --calibrate)",
+        show_default=False)] = None,
     judge: Annotated[str | None, typer.Option(
         "--judge", metavar="NAME=SPEC",
         help="the judge model (default: the run's judge)")] = None,
+    calibrate: Annotated[bool, typer.Option(
+        "--calibrate", help="grade the calibration set alone with --judge, in a new run "
+                            "folder, and say whether the judge passes (docs/judge.md)")] = False,
+    calibration_set: Annotated[str | None, typer.Option(
+        "--calibration-set", metavar="SET",
+        help="with --calibrate: builtin:calibration (default) or a JSONL file",
+        show_default=False)] = None,
+    per_flaw: Annotated[int | None, typer.Option(
+        "--per-flaw", min=1, metavar="N",
+        help="with --calibrate: N items per kind of flaw (default: every item)",
+        show_default=False)] = None,
+    out_dir: OutDir = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="with --calibrate: print the calibration as one JSON object")] = False,
 ) -> None:
-    """Grade a run's stored answers (again), without regenerating them."""
+    """Grade a run's stored answers (again), without regenerating them; or, with
+    --calibrate, check a judge on answers whose quality is known."""
+    if calibrate:
+        _calibrate(run_dir, judge, calibration_set, per_flaw, out_dir, json_out)
+        return
+    for flag, given in (("--calibration-set", calibration_set), ("--per-flaw", per_flaw),
+                        ("--out", out_dir), ("--json", json_out or None)):
+        if given is not None:
+            _fail(f"{flag} applies only with --calibrate")
+    if run_dir is None:
+        _fail("missing RUN_DIR (a run folder with a quality round); or --calibrate "
+              "--judge NAME=SPEC to calibrate a judge alone")
     analysis = _run(lambda p: api.rejudge(run_dir, judge, progress=p), run_dir)
     q = analysis.quality
     if q is not None and q.judge:
@@ -463,6 +497,46 @@ def judge_cmd(
                      highlight=False, markup=False)
     _out().print(f"report: {run_dir / 'report.md'}", highlight=False, markup=False)
     _exit_if_incomplete(analysis, run_dir)
+
+
+def _calibrate(run_dir: Path | None, judge: str | None, calibration_set: str | None,
+               per_flaw: int | None, out_dir: Path | None, json_out: bool) -> None:
+    """kurabe judge --calibrate: the calibration set alone, in a new run folder."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if run_dir is not None:
+        _fail(f"--calibrate runs in a new folder (--out), not in {run_dir}; a run's own "
+              f"judge is calibrated by `kurabe judge {run_dir}` ([quality] calibrate)")
+    if not judge:
+        _fail("--calibrate needs --judge NAME=SPEC, e.g. --judge j=builtin:smollm2-135m")
+    _check_out(out_dir)
+    folder = out_dir or api.default_run_dir("judge-calibration")
+    result = _run(lambda p: api.calibrate_judge(
+        judge, calibration_set=calibration_set, per_flaw=per_flaw, out=folder, progress=p),
+        folder)
+    c = result.calibration
+    if json_out:
+        _json(result.to_dict())
+    elif c is not None:
+        out = _out()
+        table = Table(title=f"judge {c.judge}: calibration ({c.n_items} items, 95% interval)")
+        table.add_column("flaw")
+        for col in ("items", "single accuracy", "pairwise accuracy", "unscored"):
+            table.add_column(col, justify="right")
+        rows = [("all", c.overall), *c.by_flaw.items(),
+                *((f"language {k}", g) for k, g in c.by_lang.items())]
+        for label, g in rows:
+            table.add_row(label, str(g.n), g.single.text(), g.pairwise.text(),
+                          f"{g.single_states['unscored']} / {g.pairwise_states['unscored']}")
+        out.print(table)
+        colour = "green" if c.passes else "bold red"
+        out.print(f"[{colour}]{escape(c.sentence())}[/]", highlight=False)
+        for pattern in c.patterns:
+            out.print(f"[yellow]⚠ the judge {escape(pattern.text)}[/]", highlight=False)
+    if not json_out:
+        _out().print(f"report: {folder / 'report.md'}", highlight=False, markup=False)
+    _exit_if_incomplete(result.analysis, folder)
 
 
 @app.command()
@@ -622,6 +696,105 @@ def plan(
                   f"none of {quants} fits {budget}", highlight=False, markup=False)
     for note in (rows[0].get("notes") or []):
         out.print(f"note: {note}", highlight=False, markup=False)
+
+
+@app.command()
+def lineage(
+    model_a: Annotated[str, typer.Argument(
+        metavar="A", help="a .gguf file, builtin:NAME, or a folder with config.json and "
+        "safetensors weights")],
+    model_b: Annotated[str, typer.Argument(metavar="B", help="the other model, the same kinds")],
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print the verdict, reason, every piece of evidence, per-layer and "
+        "per-tensor figures and the sample as JSON")] = False,
+    sample: Annotated[int | None, typer.Option(
+        "--sample", metavar="ROWS", help="rows compared per tensor (default 64); more rows, "
+        "more bytes read, tighter figures", show_default=False)] = None,
+    layers: Annotated[int | None, typer.Option(
+        "--layers", metavar="N", help="compare only N layers, evenly spaced (default: all)",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option(min=0, metavar="N",
+                                      help="seed of the sampled rows")] = 0,
+) -> None:
+    """Tell from the files whether one model was built from the other's weights: derived,
+    independent or inconclusive, with the evidence (declared metadata, tokenizer, tensor
+    shapes, per-layer weight similarity) and how strong each piece is (docs/lineage.md)."""
+    if sample is not None and sample < 2:
+        _fail(f"--sample {sample}: give at least 2 rows per tensor")
+    if layers is not None and layers < 1:
+        _fail(f"--layers {layers}: give at least 1 layer")
+    try:
+        with _Progress() as progress:
+            result = api.lineage(model_a, model_b, rows=sample, max_layers=layers, seed=seed,
+                                 progress=progress)
+    except KurabeError as exc:
+        _fail(exc)
+    if json_out:
+        _json(result.to_dict())
+        return
+    _print_lineage(result)
+
+
+def _print_lineage(result: Any) -> None:
+    import unicodedata
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from kurabe.report.markdown import fmt_bytes
+
+    def shown(text: str) -> Text:
+        """Text from the files (names, base models), with control characters (terminal
+        escapes) written out as \\xNN."""
+        return Text("".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc"
+                            else c for c in text))
+
+    out = _out()
+    colour = {"derived": "bold red", "independent": "bold green"}.get(result.verdict,
+                                                                       "bold yellow")
+    line = Text("verdict: ")
+    line.append(result.verdict, style=colour)
+    line.append(shown(f" ({result.reason})"))
+    out.print(shown(f"lineage: {result.a} vs {result.b}"), highlight=False)
+    out.print(line, highlight=False)
+    table = Table(title="evidence")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("strength", no_wrap=True)
+    table.add_column("points to", no_wrap=True)
+    table.add_column("finding", overflow="fold")
+    for e in result.evidence:
+        table.add_row(e.kind, e.strength, e.suggests or "–", shown(e.finding))
+    out.print(table)
+    w = result.weights
+    if w is not None and w.layers:
+        layers = Table(title="weights per layer (score: 0 chance, 1 identical)")
+        for header in ("layer", "score", "best |cos|", "chance", "tensors matched", "how"):
+            layers.add_column(header, no_wrap=header != "how",
+                              justify="right" if header in ("layer", "score") else "left")
+        for layer in w.layers:
+            scored = [t for t in layer.tensors if t.score is not None]
+            methods = sorted({t.method for t in scored if t.matched and t.method
+                              and t.method != "rows in place"})
+            matched = any(t.matched for t in scored)
+            layers.add_row(str(layer.layer), _num(layer.score, 2), _num(layer.similarity, 3),
+                           _num(layer.null, 3),
+                           f"{sum(t.matched for t in scored)} of {len(scored)}",
+                           shown("; ".join(methods) or ("in place" if matched else "–")))
+        out.print(layers)
+    s = result.sample
+    read = ", ".join(f"{fmt_bytes(s['bytes_read'][k])} of {name} "
+                     f"({100 * (s['fraction_read'][k] or 0):.1f}%)"
+                     for k, name in (("a", "A"), ("b", "B")))
+    out.print(shown(f"sample: {s['rows']} rows per tensor (seed {s['seed']}), "
+                   f"{s['layers_compared']} of {s['layers_in_model']} layers, "
+                   f"{s['tensors_compared']} tensors; read {read} in "
+                   f"{result.seconds:.1f} s"), highlight=False)
+    for note in result.notes:
+        out.print(shown(f"note: {note}"), highlight=False)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 _TWIN_FLAGS = {"quant": "--quant", "set": "--set"}

@@ -311,6 +311,22 @@ class ChatClient:
         except (httpx.HTTPError, OSError, TimeoutError):
             return None
 
+    async def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """Tokens of a chat prompt (template applied) by the model's own tokenizer."""
+        try:
+            async with asyncio.timeout(self.stall_timeout_s):
+                return await self.backend.count_prompt_tokens(self._http, messages)
+        except (httpx.HTTPError, OSError, TimeoutError):
+            return None
+
+    async def context_size(self) -> int | None:
+        """The context one request may use, when the server says."""
+        try:
+            async with asyncio.timeout(self.stall_timeout_s):
+                return await self.backend.context_size(self._http)
+        except (httpx.HTTPError, OSError, TimeoutError):
+            return None
+
     async def stream_chat(self, req: ChatRequest) -> StreamRecord:
         """Send one streamed chat request and record it, retrying only where nothing was
         generated yet; each retried attempt is kept in ``retries``."""

@@ -123,6 +123,9 @@ class ReasoningSweepConfig(_Strict):
     max_tokens: Annotated[int, Field(ge=1)] | None = None  # default: run.max_tokens
     models: list[str] | None = None  # default: every model
     prompts: list[str] | None = None  # prompt ids; default: every prompt
+    # The judge that grades each sweep answer: a name from [[models]] or [[judges]];
+    # default: [quality] judge, when there is one (docs/judge.md).
+    judge: str | None = None
 
     @field_validator("settings")
     @classmethod
@@ -144,6 +147,20 @@ class QualityConfig(_Strict):
     pairwise: bool = True
     code_checks: bool = True
     seed: int = 0
+    # The judge's calibration before it grades (docs/judge.md, "Calibrating the judge"):
+    # items with a known-good and a known-bad answer; a judge whose pairwise accuracy on them
+    # is below the threshold gets a warning beside every grade it gave.
+    calibrate: bool = True
+    calibration_set: str = "builtin:calibration"  # or a JSONL file of calibration items
+    calibration_threshold: Annotated[float, Field(ge=0, le=1)] = 0.75
+    calibration_per_flaw: Annotated[int, Field(ge=1)] | None = None  # sample per flaw kind
+    # The judge's diagnostics after the round (docs/judge.md, "Diagnostics"): this many
+    # scored single grades are graded again without the grammar and at a higher
+    # temperature; 0 turns the probes off.
+    probe_sample: Annotated[int, Field(ge=0)] = 8
+    consistency_repeats: Annotated[int, Field(ge=0)] = 2
+    consistency_temperature: Annotated[float, Field(gt=0, le=2)] = 0.7
+    refusal_judge: bool = False  # the judge confirms each pattern-detected refusal
 
     @field_validator("judge_reasoning")
     @classmethod
@@ -210,12 +227,23 @@ class ShootoutConfig(_Strict):
 
     @model_validator(mode="after")
     def _judge_known(self):
+        names = {m.name for m in [*self.models, *self.judges]}
         if self.quality and self.quality.judge:
-            names = {m.name for m in [*self.models, *self.judges]}
             if self.quality.judge not in names:
                 raise ValueError(f"quality.judge '{self.quality.judge}' is not a model in "
                                  "[[models]] or [[judges]]")
+        sweep_judge = self.reasoning_sweep.judge if self.reasoning_sweep else None
+        if sweep_judge and sweep_judge not in names:
+            raise ValueError(f"reasoning_sweep.judge '{sweep_judge}' is not a model in "
+                             "[[models]] or [[judges]]")
         return self
+
+    @property
+    def sweep_judge(self) -> str | None:
+        """The judge of the reasoning sweep's answers: its own, else the quality judge."""
+        if self.reasoning_sweep is None:
+            return None
+        return self.reasoning_sweep.judge or (self.quality.judge if self.quality else None)
 
     @field_validator("models")
     @classmethod
@@ -326,6 +354,9 @@ def parse_config(data: dict, origin: str, base_dir: Path | None = None) -> Shoot
         if config.quality is not None:
             config.quality.suites = [_relative_to(s, base_dir) or s
                                      for s in config.quality.suites]
+            config.quality.calibration_set = (_relative_to(config.quality.calibration_set,
+                                                           base_dir)
+                                              or config.quality.calibration_set)
         for model in [*config.models, *config.judges]:
             if model.kind == "file" and not Path(model.source).expanduser().is_absolute():
                 model.source = str((base_dir / model.source).resolve())

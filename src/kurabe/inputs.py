@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from kurabe import KurabeError
 from kurabe.config import PromptConfig, ShootoutConfig, format_validation_error
-from kurabe.records import Snapshot, SuiteItem
+from kurabe.records import CalibrationItem, Snapshot, SuiteItem
 
 if TYPE_CHECKING:
     from kurabe.store import Store
@@ -80,6 +80,16 @@ def resolve_suite_items(config: ShootoutConfig) -> list[SuiteItem]:
     return items
 
 
+def resolve_calibration_items(config: ShootoutConfig) -> list[CalibrationItem]:
+    """The judge's calibration items, when the round has a judge to calibrate."""
+    q = config.quality
+    if q is None or not q.judge or not q.calibrate:
+        return []
+    from kurabe.evals.calibration import resolve_calibration_items as resolve
+
+    return resolve(q.calibration_set, q.calibration_per_flaw, q.seed)
+
+
 def build_snapshot(config: ShootoutConfig) -> Snapshot:
     """Read every input file now (errors name the file), before anything is created."""
     from kurabe.evals.judge import judge_prompts
@@ -89,6 +99,7 @@ def build_snapshot(config: ShootoutConfig) -> Snapshot:
         prompts=[p.model_dump(mode="json") for p in resolve_prompts(config)],
         suite_items=[i.to_dict() for i in resolve_suite_items(config)],
         judge_prompts=judge_prompts() if config.quality is not None else {},
+        calibration_items=[i.to_dict() for i in resolve_calibration_items(config)],
     )
 
 
@@ -98,6 +109,10 @@ def prompts_of(snapshot: Snapshot) -> list[PromptConfig]:
 
 def items_of(snapshot: Snapshot) -> list[SuiteItem]:
     return [SuiteItem.from_dict(i) for i in snapshot.suite_items]
+
+
+def calibration_items_of(snapshot: Snapshot) -> list[CalibrationItem]:
+    return [CalibrationItem.from_dict(i) for i in snapshot.calibration_items]
 
 
 def run_snapshot(store: Store) -> Snapshot:

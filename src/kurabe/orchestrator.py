@@ -27,9 +27,11 @@ from kurabe.config import ModelConfig, ShootoutConfig
 from kurabe.inputs import build_snapshot, run_snapshot
 from kurabe.modelfiles.resolve import ResolvedModel, resolve_model
 from kurabe.phases import Phase, PhaseContext, ProgressHook, no_progress
+from kurabe.phases.judge_context import check_before_round
+from kurabe.phases.judge_probes import sweep_judging_phases
 from kurabe.phases.quality import quality_phases
 from kurabe.phases.speed import SpeedPhase, sweep_plan
-from kurabe.records import ModelRow, RunRow
+from kurabe.records import ModelRow, RunRow, Snapshot
 from kurabe.store import Store
 
 
@@ -71,7 +73,8 @@ class Orchestrator:
         self.snapshot = run_snapshot(store)
         self.config = ShootoutConfig.model_validate(self.snapshot.config)
         self.phases: list[Phase] = [SpeedPhase(self.config, self.snapshot),
-                                    *quality_phases(self.config, self.snapshot)]
+                                    *quality_phases(self.config, self.snapshot),
+                                    *sweep_judging_phases(self.config, self.snapshot)]
         self._terminated = False
         self._resolved: dict[str, ResolvedModel] = {}  # models already resolved (at creation)
         self._owner_row: int | None = None  # this kurabe's row in the run's processes
@@ -82,11 +85,13 @@ class Orchestrator:
 
     @classmethod
     def create(cls, config: ShootoutConfig, run_dir: Path, *, command: list[str] | None = None,
-               progress: ProgressHook | None = None) -> Orchestrator:
-        """A new run folder. Every input is read and every model file checked first."""
+               progress: ProgressHook | None = None, snapshot: Snapshot | None = None
+               ) -> Orchestrator:
+        """A new run folder. Every input is read and every model file checked first.
+        ``snapshot``: the run's inputs, already resolved (default: resolved from ``config``)."""
         from kurabe.machine import machine_info
 
-        snapshot = build_snapshot(config)
+        snapshot = snapshot or build_snapshot(config)
         sweep_plan(config, [p["id"] for p in snapshot.prompts])
         resolved = {m.name: resolve_model(m.name, m.source, m.kind, m.engine.chat_template_file)
                     for m in [*config.models, *config.judges]}
@@ -113,6 +118,10 @@ class Orchestrator:
             command=shlex.join(command if command is not None else sys.argv),
             config_json=config.to_json(), machine=machine_info(), status="running"))
         store.write_snapshot(snapshot)
+        from kurabe.lineage.run import store_lineage
+
+        # local files of the same shapes: do they share weights? (the report's model cards)
+        store_lineage(store, config.models, resolved, progress)
         run = cls(run_dir, store, progress)
         run._resolved = resolved
         return run
@@ -200,6 +209,8 @@ class Orchestrator:
                 stack.push_async_callback(client.aclose)
                 ctx.backends[model.name], ctx.clients[model.name] = backend, client
             self._sample_machine(stack, ctx)
+            # Said before any work: judge prompts too long for the judge's context.
+            await check_before_round(ctx, self.phases)
             for phase in self.phases:
                 if phase.pending(self.store):
                     await phase.run(ctx)

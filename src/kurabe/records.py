@@ -29,6 +29,7 @@ ERROR_KINDS: dict[str, str] = {
     "not_a_stream": "the server answered a streamed request with plain JSON",
     "server_error_event": "the stream carried an error object from the server",
     "engine_exited": "the model's engine exited (the request failed or was never sent)",
+    "context_exceeded": "the judge's prompt does not fit its context (never sent, not retried)",
 }
 
 
@@ -310,6 +311,34 @@ class GradeRow:
 
 
 @dataclass
+class ProbeRow:
+    """One answer of a judge to a diagnostic question (``kurabe.phases.judge_probes``): a
+    grade without the grammar (``free``), a repeated grade at a higher temperature
+    (``consistency``), a refusal yes/no (``refusal``) or the grade of a reasoning-sweep
+    answer (``sweep``)."""
+
+    judge: str
+    probe: str  # free | consistency | refusal | sweep
+    item_id: str  # the quality item, or the speed prompt of a sweep answer
+    repeat: int  # the answer's repeat
+    model: str
+    status: str  # scored | unscored | skipped | error
+    setting: str = ""  # sweep: the reasoning setting of the answer
+    attempt: int = 0  # consistency: which re-grade (1, 2, ...)
+    score: float | None = None
+    verdict: str | None = None  # refusal: refused | not_refused
+    explanation: str | None = None
+    raw_output: str | None = None
+    detail: str | None = None
+    error_kind: str | None = None  # ERROR_KINDS, when status is error
+    stored_at: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int, str, str, int]:
+        return (self.probe, self.item_id, self.repeat, self.model, self.setting, self.attempt)
+
+
+@dataclass
 class EventRow:
     at: str
     kind: str
@@ -347,6 +376,7 @@ class Snapshot:
     prompts: list[JSON]  # the speed prompts ({id, text, category, lang, system})
     suite_items: list[JSON] = field(default_factory=list)  # sampled quality items
     judge_prompts: JSON = field(default_factory=dict)  # the judge's instructions and schemas
+    calibration_items: list[JSON] = field(default_factory=list)  # the judge's calibration set
 
     def to_dict(self) -> JSON:
         return asdict(self)
@@ -375,3 +405,68 @@ class MachineSample:
     cpu_freq_mhz: float | None = None  # current frequency (mean over cores), if readable
     gpus: list[JSON] = field(default_factory=list)  # [{index, name, util_pct, mem_used_bytes,
     #                                                   mem_total_bytes}] via NVML, if present
+
+
+@dataclass
+class CalibrationItem:
+    """One item of a judge's calibration set (``kurabe.evals.calibration``): a question with a
+    known-good and a known-bad answer, and the kind of flaw the bad one has."""
+
+    id: str
+    lang: str
+    category: str
+    flaw: str  # kurabe.evals.calibration.FLAWS
+    question: str
+    good: str
+    bad: str
+    rubric: str | None = None
+    reference: str | None = None
+    note: str | None = None  # what is wrong with the bad answer, for a person reading it
+    source: str = ""  # the set it came from (builtin:calibration or a path)
+
+    def to_dict(self) -> JSON:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: JSON) -> CalibrationItem:
+        return cls(**_known(cls, data))
+
+
+@dataclass
+class CalibrationGradeRow:
+    """One judge verdict on a calibration item: a single grade of its good or its bad answer,
+    or one order of the pairwise comparison of the two."""
+
+    judge: str
+    item_id: str
+    kind: str  # single | pairwise
+    # single: good | bad (the answer graded); pairwise: good_first (A = the good answer) |
+    # bad_first (A = the bad answer)
+    position: str
+    status: str  # scored | unscored | error
+    score: float | None = None
+    verdict: str | None = None  # A | B | tie (pairwise)
+    explanation: str | None = None
+    raw_output: str | None = None
+    judge_reasoning: str | None = None
+    detail: str | None = None
+    error_kind: str | None = None  # ERROR_KINDS, when status is error
+    stored_at: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.item_id, self.kind, self.position)
+
+
+@dataclass
+class LineageRow:
+    """Whether two of a run's models, local files of the same tensor shapes, share weights
+    (``kurabe.lineage``): computed with a small sample when the run is created."""
+
+    model_a: str
+    model_b: str
+    verdict: str  # derived | independent | inconclusive
+    reason: str  # one sentence
+    score: float | None  # median layer score: 0 chance, 1 identical (None: none compared)
+    result: JSON = field(default_factory=dict)  # the whole comparison (LineageResult.to_dict)
+    stored_at: str | None = None

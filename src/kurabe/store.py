@@ -19,11 +19,14 @@ from kurabe import KurabeError
 from kurabe.processes import ProcessRow
 from kurabe.records import (
     AnswerRow,
+    CalibrationGradeRow,
     CheckRow,
     EventRow,
     GradeRow,
+    LineageRow,
     MachineSample,
     ModelRow,
+    ProbeRow,
     RequestRow,
     RunRow,
     Snapshot,
@@ -233,6 +236,66 @@ MIGRATIONS: list[str] = [
     UPDATE grades SET error_kind = {kind_of_detail} WHERE status = 'error';
     """.format(kind_of_error=_KIND_OF_MESSAGE.format(col="error"),
                kind_of_detail=_KIND_OF_MESSAGE.format(col="detail")),
+    # the judge's diagnostics (kurabe.phases.judge_probes): grades without the grammar,
+    # repeated grades, refusal yes/no, grades of reasoning-sweep answers
+    """
+    CREATE TABLE IF NOT EXISTS judge_probes (
+        id INTEGER PRIMARY KEY,
+        judge TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        repeat INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        setting TEXT NOT NULL DEFAULT '',
+        attempt INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('scored', 'unscored', 'skipped', 'error')),
+        score REAL,
+        verdict TEXT,
+        explanation TEXT,
+        raw_output TEXT,
+        detail TEXT,
+        error_kind TEXT,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS judge_probes_key ON judge_probes (judge, probe, item_id, repeat, model,
+        setting, attempt);
+    """,
+    # the judge's calibration (kurabe.phases.calibration): its verdicts on items with a
+    # known-good and a known-bad answer, single grades and both pairwise orders
+    """
+    CREATE TABLE IF NOT EXISTS calibration_grades (
+        id INTEGER PRIMARY KEY,
+        judge TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('single', 'pairwise')),
+        position TEXT NOT NULL CHECK (position IN ('good', 'bad', 'good_first', 'bad_first')),
+        status TEXT NOT NULL CHECK (status IN ('scored', 'unscored', 'error')),
+        score REAL,
+        verdict TEXT,
+        explanation TEXT,
+        raw_output TEXT,
+        judge_reasoning TEXT,
+        detail TEXT,
+        error_kind TEXT,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS calibration_grades_key ON calibration_grades (judge, item_id,
+        kind, position);
+    """,
+    # lineage of a run's models of the same tensor shapes (kurabe.lineage), computed when the
+    # run is created
+    """
+    CREATE TABLE IF NOT EXISTS lineage (
+        id INTEGER PRIMARY KEY,
+        model_a TEXT NOT NULL,
+        model_b TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('derived', 'independent', 'inconclusive')),
+        reason TEXT NOT NULL,
+        score REAL,
+        result_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -256,7 +319,7 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-_SNAPSHOT_KEYS = ("prompts", "suite_items", "judge_prompts")
+_SNAPSHOT_KEYS = ("prompts", "suite_items", "judge_prompts", "calibration_items")
 
 
 def _read_only_uri(path: Path) -> str:
@@ -497,7 +560,8 @@ class Store:
             return None
         return Snapshot(config=json.loads(self.run().config_json), prompts=stored["prompts"],
                         suite_items=stored.get("suite_items") or [],
-                        judge_prompts=stored.get("judge_prompts") or {})
+                        judge_prompts=stored.get("judge_prompts") or {},
+                        calibration_items=stored.get("calibration_items") or [])
 
     # -- models ----------------------------------------------------------------------------
 
@@ -620,13 +684,71 @@ class Store:
         ) for r in self._db.execute(sql, (judge,) if judge else ())]
 
     def graded_keys(self, judge: str) -> set[tuple[str, str, int, str, str, str]]:
+        """Grades done: every status but error, and the prompts that do not fit the judge's
+        context (stored as errors, never retried)."""
         return {(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self._db.execute(
             "SELECT kind, item_id, repeat, model, coalesce(model_b, ''), coalesce(position, '')"
-            " FROM grades WHERE judge = ? AND status != 'error'", (judge,))}
+            " FROM grades WHERE judge = ? AND (status != 'error'"
+            " OR error_kind = 'context_exceeded')", (judge,))}
+
+    def add_probe(self, row: ProbeRow) -> None:
+        self._insert("judge_probes", {
+            "judge": row.judge, "probe": row.probe, "item_id": row.item_id,
+            "repeat": row.repeat, "model": row.model, "setting": row.setting,
+            "attempt": row.attempt, "status": row.status, "score": row.score,
+            "verdict": row.verdict, "explanation": row.explanation,
+            "raw_output": row.raw_output, "detail": row.detail, "error_kind": row.error_kind})
+
+    def probes(self, judge: str | None = None) -> list[ProbeRow]:
+        """The judge's diagnostic answers in the order stored (a retried one: latest last)."""
+        sql = ("SELECT * FROM judge_probes" + (" WHERE judge = ?" if judge else "")
+               + " ORDER BY id")
+        return [ProbeRow(
+            judge=r["judge"], probe=r["probe"], item_id=r["item_id"], repeat=r["repeat"],
+            model=r["model"], status=r["status"], setting=r["setting"], attempt=r["attempt"],
+            score=r["score"], verdict=r["verdict"], explanation=r["explanation"],
+            raw_output=r["raw_output"], detail=r["detail"], error_kind=r["error_kind"],
+            stored_at=r["stored_at"],
+        ) for r in self._db.execute(sql, (judge,) if judge else ())]
+
+    def probed_keys(self, judge: str) -> set[tuple[str, str, int, str, str, int]]:
+        """Probes done (as ``graded_keys``: errors are retried, context_exceeded is not)."""
+        return {(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self._db.execute(
+            "SELECT probe, item_id, repeat, model, setting, attempt FROM judge_probes"
+            " WHERE judge = ? AND (status != 'error' OR error_kind = 'context_exceeded')",
+            (judge,))}
 
     def judges(self) -> list[str]:
         return [r[0] for r in self._db.execute(
             "SELECT judge FROM grades GROUP BY judge ORDER BY max(id)")]
+
+    def add_calibration(self, row: CalibrationGradeRow) -> None:
+        """One committed verdict of a judge on a calibration item."""
+        self._insert("calibration_grades", {
+            "judge": row.judge, "item_id": row.item_id, "kind": row.kind,
+            "position": row.position, "status": row.status, "score": row.score,
+            "verdict": row.verdict, "explanation": row.explanation,
+            "raw_output": row.raw_output, "judge_reasoning": row.judge_reasoning,
+            "detail": row.detail, "error_kind": row.error_kind})
+
+    def calibration_grades(self, judge: str | None = None) -> list[CalibrationGradeRow]:
+        """Calibration verdicts in the order stored (a retried one: latest last)."""
+        sql = ("SELECT * FROM calibration_grades" + (" WHERE judge = ?" if judge else "")
+               + " ORDER BY id")
+        return [CalibrationGradeRow(
+            judge=r["judge"], item_id=r["item_id"], kind=r["kind"], position=r["position"],
+            status=r["status"], score=r["score"], verdict=r["verdict"],
+            explanation=r["explanation"], raw_output=r["raw_output"],
+            judge_reasoning=r["judge_reasoning"], detail=r["detail"],
+            error_kind=r["error_kind"], stored_at=r["stored_at"],
+        ) for r in self._db.execute(sql, (judge,) if judge else ())]
+
+    def calibrated_keys(self, judge: str) -> set[tuple[str, str, str]]:
+        """(item_id, kind, position) of the calibration verdicts done: every status but
+        error (an error is retried), and prompts that do not fit the judge's context."""
+        return {(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT item_id, kind, position FROM calibration_grades WHERE judge = ?"
+            " AND (status != 'error' OR error_kind = 'context_exceeded')", (judge,))}
 
     def add_check(self, row: CheckRow) -> None:
         self._insert("checks", {
@@ -643,6 +765,21 @@ class Store:
     def checked_keys(self) -> set[tuple[str, str, int]]:
         return {(r[0], r[1], r[2]) for r in self._db.execute(
             "SELECT DISTINCT model, item_id, repeat FROM checks")}
+
+    # -- lineage ---------------------------------------------------------------------------
+
+    def add_lineage(self, row: LineageRow) -> None:
+        """One committed lineage comparison of two of the run's models."""
+        self._insert("lineage", {
+            "model_a": row.model_a, "model_b": row.model_b, "verdict": row.verdict,
+            "reason": row.reason, "score": row.score,
+            "result_json": json.dumps(row.result, ensure_ascii=False)})
+
+    def lineage(self) -> list[LineageRow]:
+        return [LineageRow(model_a=r["model_a"], model_b=r["model_b"], verdict=r["verdict"],
+                           reason=r["reason"], score=r["score"],
+                           result=json.loads(r["result_json"]), stored_at=r["stored_at"])
+                for r in self._db.execute("SELECT * FROM lineage ORDER BY id")]
 
     # -- machine samples -------------------------------------------------------------------
 
@@ -674,7 +811,7 @@ class Store:
 
 # JSON columns whose value is always an object
 _JSON_OBJECTS = {"config_json", "machine_json", "request_json", "record_json", "metrics_json",
-                 "settings_json"}
+                 "settings_json", "result_json"}
 
 
 def damage_error(run_dir: Path, exc: Exception, doing: str) -> Exception:

@@ -8,11 +8,17 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from kurabe.analysis.stats import MeanEstimate, mean_ci
+from kurabe.analysis.stats import MeanEstimate, mean_ci, proportion_ci
 from kurabe.config import ShootoutConfig
 from kurabe.evals.judge import combine_orders
 from kurabe.records import GradeRow, SuiteItem
 from kurabe.store import Store
+
+# The pairwise flip rate above which the judge is warned about (``judge_position_bias``): a
+# judge that reads the answers flips only where they are nearly as good, far less than one
+# pair in five; one that follows the position flips wherever it does not call a tie.
+FLIP_RATE_LIMIT = 0.2
+FLIP_MIN_PAIRS = 4  # fewer decided pairs: warned only when the whole interval is above
 
 
 @dataclass
@@ -69,6 +75,27 @@ class QualityAnalysis:
         flips = sum(p.flips for p in self.pairs)
         n = sum(p.n for p in self.pairs)
         return flips / n if n else None
+
+    @property
+    def flips(self) -> tuple[int, int]:
+        """(flips, decided pairs) over every pair of models."""
+        return sum(p.flips for p in self.pairs), sum(p.n for p in self.pairs)
+
+    @property
+    def flip_ci(self) -> tuple[float, float] | None:
+        """The flip rate's 95% Wilson interval (None: no decided pair)."""
+        flips, n = self.flips
+        return proportion_ci(flips, n) if n else None
+
+    @property
+    def position_biased(self) -> bool:
+        """The judge follows the answers' positions: its flip rate's interval lies above
+        FLIP_RATE_LIMIT, or the rate itself exceeds it over FLIP_MIN_PAIRS pairs or more."""
+        flips, n = self.flips
+        ci = self.flip_ci
+        if not n or ci is None:
+            return False
+        return ci[0] > FLIP_RATE_LIMIT or (n >= FLIP_MIN_PAIRS and flips / n > FLIP_RATE_LIMIT)
 
 
 def analyse_quality(store: Store, config: ShootoutConfig, items: dict[str, SuiteItem]

@@ -6,6 +6,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kurabe.analysis.ablation import AblationAnalysis, analyse_ablation
+from kurabe.analysis.judge_probes import (
+    JudgeProbesAnalysis,
+    judge_diagnostics,
+    judge_warnings,
+    sweep_scores,
+)
 from kurabe.analysis.machine import MachineLoad, busy_machine_warning, machine_load
 from kurabe.analysis.speed import FairnessWarning, SpeedAnalysis, analyse_speed
 from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
@@ -16,6 +22,7 @@ from kurabe.store import Store
 from kurabe.thinking import split_content
 
 if TYPE_CHECKING:
+    from kurabe.analysis.calibration import CalibrationAnalysis
     from kurabe.analysis.quality import QualityAnalysis
 
 MACHINE_KEYS = ("cpu", "logical_cores", "usable_cores", "ram_bytes", "os", "python", "gpus")
@@ -43,11 +50,34 @@ class RunAnalysis:
     # entry per (model, phase, error_kind): {model, phase, error_kind, count, example}.
     failures: list[dict[str, Any]] = field(default_factory=list)
     ablation: AblationAnalysis | None = None  # when the config names an ablation chain
+    # The judge's calibration (docs/judge.md): None when it was not calibrated (or not yet).
+    calibration: CalibrationAnalysis | None = None
+    # The run only calibrated a judge (``kurabe judge --calibrate``): no prompts, no items.
+    calibration_only: bool = False
+    # The judge's diagnostics (forced/free, explanations, consistency, refusals) and, per
+    # judge, its prompts checked against its context (kurabe.analysis.judge_probes).
+    judge_probes: JudgeProbesAnalysis | None = None
+    judge_context: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Pairs of the run's model files of the same shapes: do they share weights? One entry
+    # per pair: {a, b, verdict, reason, score} (kurabe.lineage, stored at creation).
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         """The run finished and nothing in it failed."""
         return self.run.status == "complete" and not self.failures
+
+    @property
+    def judge_caution(self) -> str | None:
+        """The warning to show beside every table of the judge's grades: the judge failed
+        its calibration, or was not calibrated; None when it passed (or nothing was graded)."""
+        from kurabe.analysis.calibration import NOT_CALIBRATED_CAUTION
+
+        if self.quality is None or not self.quality.judge:
+            return None
+        if self.calibration is None:
+            return NOT_CALIBRATED_CAUTION
+        return self.calibration.caution
 
     def summary_json(self) -> dict[str, Any]:
         """The ``kurabe bench --json`` object: one entry per model, plus comparisons."""
@@ -69,8 +99,16 @@ class RunAnalysis:
         if len(self.speed.models) == 2 and decode:
             out["comparison"] = decode[0]
         out["warnings"] = [w.to_dict() for w in self.speed.warnings]
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.to_dict()
+        if self.judge_probes is not None:
+            out["judge_probes"] = self.judge_probes.to_dict()
+        if self.judge_context:
+            out["judge_context"] = self.judge_context
         if self.machine_load is not None:
             out["machine_load"] = self.machine_load.to_dict()
+        if self.lineage:
+            out["lineage"] = self.lineage
         if self.sweep_cells:
             out["reasoning_sweep"] = {
                 "cells": [asdict(c) for c in self.sweep_cells],
@@ -90,9 +128,10 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
     # A failed request that a resume later completed is history, not a failure.
     errors = [r for r in store.requests(phase="measure", status="error") if r.seq not in ok_seqs]
     errors = list({r.seq: r for r in errors}.values())
-    speed = analyse_speed(model_names, measured, fixed_length=cfg.run.fixed_length,
-                          errors=errors)
     stored = {m.name: m for m in store.models()}
+    twins = [n for n, m in stored.items() if (m.card or {}).get("twin")]
+    speed = analyse_speed(model_names, measured, fixed_length=cfg.run.fixed_length,
+                          errors=errors, twins=twins)
     models = [stored.get(m.name) or ModelRow(name=m.name, source=m.source, kind=m.kind,
                                              settings=m.engine.model_dump(mode="json"))
               for m in cfg.models]
@@ -100,11 +139,13 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
     categories = {p.id: p.category for p in prompts}
     sweep_rows = list(store.requests(phase="sweep", status="ok"))
     settings = [str(s) for s in (cfg.reasoning_sweep.settings if cfg.reasoning_sweep else [])]
-    cells, recs = analyse_sweep(sweep_rows, categories, settings)
+    cells, recs = analyse_sweep(sweep_rows, categories, settings,
+                                sweep_scores(store, cfg.sweep_judge))
     load = machine_load(store, [*measured, *sweep_rows])
     if (busy := busy_machine_warning(load)) is not None:
         speed.warnings.append(busy)
-    failures = run_failures(store, cfg.quality.judge if cfg.quality else None)
+    failures = run_failures(store, cfg.quality.judge if cfg.quality else None,
+                            cfg.sweep_judge)
     speed.warnings += unmeasured_failure_warnings(failures)
     responses = [_response(r, categories) for r in [*measured, *sweep_rows]]
     quality = None
@@ -121,15 +162,57 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
                              "lang": i.lang} for i in items.values() if i.id not in seen]
     ablation = (analyse_ablation(speed, cfg.ablation.chain, cfg.ablation.metric)
                 if cfg.ablation is not None else None)
+    calibration = _calibration(store, snapshot, cfg, quality)
+    if (caution := _calibration_warning(calibration, quality)) is not None:
+        speed.warnings.append(caution)
+    probes, contexts = judge_diagnostics(store, snapshot, cfg, quality)
+    speed.warnings += judge_warnings(quality, probes, contexts)
+    lineage = [{"a": r.model_a, "b": r.model_b, "verdict": r.verdict, "reason": r.reason,
+                "score": r.score} for r in store.lineage()]
     return RunAnalysis(run=run, config=cfg, models=models, speed=speed, measured=measured,
                        ablation=ablation,
                        events=store.events(),
                        total_scheduled=len(model_names) * cfg.run.repeats * len(prompts),
                        sweep_cells=cells, sweep_recommendations=recs,
                        prompts=prompt_list, responses=responses, quality=quality,
-                       machine_load=load, failures=failures,
-                       cards=_cards(models), loading=_loading(models),
+                       machine_load=load, failures=failures, calibration=calibration,
+                       calibration_only=(not snapshot.prompts and not snapshot.suite_items
+                                         and bool(snapshot.calibration_items)),
+                       judge_probes=probes, judge_context=contexts,
+                       cards=_cards(models, lineage), loading=_loading(models),
+                       lineage=lineage,
                        memory_budget_bytes=_budget(cfg.run.memory_budget))
+
+
+def _calibration(store: Store, snapshot: Snapshot, cfg: ShootoutConfig,
+                 quality: QualityAnalysis | None) -> CalibrationAnalysis | None:
+    """The calibration of the judge whose grades the report shows (the configured one)."""
+    if cfg.quality is None or not snapshot.calibration_items:
+        return None
+    from kurabe.analysis.calibration import analyse_calibration
+    from kurabe.inputs import calibration_items_of
+
+    judge = quality.judge if quality is not None and quality.judge else cfg.quality.judge
+    if not judge:
+        return None
+    return analyse_calibration(store.calibration_grades(judge), calibration_items_of(snapshot),
+                               judge=judge, threshold=cfg.quality.calibration_threshold)
+
+
+def _calibration_warning(calibration: CalibrationAnalysis | None,
+                         quality: QualityAnalysis | None) -> FairnessWarning | None:
+    """A judge that failed its calibration, or graded without one."""
+    if calibration is not None and not calibration.passes:
+        return FairnessWarning("judge_failed_calibration", calibration.sentence()
+                               + " Treat its grades as unreliable.")
+    graded = quality is not None and quality.judge and any(
+        st.get("scored") for st in quality.judge_stats.values())
+    if calibration is None and graded:
+        assert quality is not None
+        return FairnessWarning("judge_not_calibrated", f"the judge {quality.judge} was not "
+                               "calibrated: nothing shows it can tell a right answer from a "
+                               "wrong one ([quality] calibrate)")
+    return None
 
 
 FAILURE_EXAMPLE_CHARS = 300
@@ -139,11 +222,13 @@ def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())[:FAILURE_EXAMPLE_CHARS]
 
 
-def run_failures(store: Store, judge: str | None = None) -> list[dict[str, Any]]:
+def run_failures(store: Store, judge: str | None = None, sweep_judge: str | None = None
+                 ) -> list[dict[str, Any]]:
     """The work of a run whose latest attempt failed (a later success supersedes an earlier
     failure), grouped by (model, phase, error_kind) in the order first met: speed requests
     (phase warmup, measure or sweep), quality answers (phase quality) and the grades of
-    ``judge``, the run's judge (phase judge, under the judge's name). Work skipped because
+    ``judge``, the run's judge (phase judge, under the judge's name), its probes (phase
+    judge probes) and the grades of the sweep's judge (phase sweep judging). Work skipped because
     its engine had exited is stored as failed, so it is counted here too. Rows of an older
     kurabe whose message shows no kind count as "unknown"."""
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -164,8 +249,21 @@ def run_failures(store: Store, judge: str | None = None) -> list[dict[str, Any]]
             add(a.model, "quality", a.error_kind, a.error)
     latest_grade = {g.key: g for g in store.grades(judge)} if judge else {}
     for g in latest_grade.values():
-        if g.status == "error":
+        # A prompt too long for the judge's context is not a failure to retry: it is
+        # counted in the judge_context warning.
+        if g.status == "error" and g.error_kind != "context_exceeded":
             add(g.judge, "judge", g.error_kind, g.detail)
+    for probe_judge in dict.fromkeys(j for j in (judge, sweep_judge) if j):
+        latest_probe = {p.key: p for p in store.probes(probe_judge)}
+        for p in latest_probe.values():
+            whose = sweep_judge if p.probe == "sweep" else judge
+            if p.status == "error" and p.error_kind != "context_exceeded" and p.judge == whose:
+                add(p.judge, "sweep judging" if p.probe == "sweep" else "judge probes",
+                    p.error_kind, p.detail)
+    latest_calibration = {c.key: c for c in store.calibration_grades(judge)} if judge else {}
+    for c in latest_calibration.values():
+        if c.status == "error":
+            add(c.judge, "calibration", c.error_kind, c.detail)
     return list(groups.values())
 
 
@@ -229,8 +327,25 @@ def _budget(text: str | None) -> int | None:
     return parse_size(text, "run.memory_budget")
 
 
-def _cards(models: list[ModelRow]) -> list[dict[str, Any]]:
-    return [{"model": m.name, **m.card} for m in models if m.card]
+def _cards(models: list[ModelRow], lineage: list[dict[str, Any]] | None = None
+           ) -> list[dict[str, Any]]:
+    """Each model's card, with ``lineage``: what the run's lineage comparisons say of it
+    (one phrase per other model of the same shapes, "; "-joined), or None."""
+    cards = [{"model": m.name, **m.card} for m in models if m.card]
+    for card in cards:
+        said = [_lineage_phrase(p, p["b"] if p["a"] == card["model"] else p["a"])
+                for p in lineage or [] if card["model"] in (p["a"], p["b"])]
+        card["lineage"] = "; ".join(said) or None
+    return cards
+
+
+def _lineage_phrase(pair: dict[str, Any], other: str) -> str:
+    score = "" if pair["score"] is None else f" (score {pair['score']:.2f})"
+    if pair["verdict"] == "derived":
+        return f"derived: shares weights with {other}{score}"
+    if pair["verdict"] == "independent":
+        return f"independent of {other}{score}"
+    return f"inconclusive against {other}{score}"
 
 
 def _loading(models: list[ModelRow]) -> list[dict[str, Any]]:

@@ -130,8 +130,10 @@ def _median(values: list[float]) -> float | None:
 
 
 def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bool = False,
-                  errors: list[RequestRow] | None = None) -> SpeedAnalysis:
-    """``rows``: measured, successful requests; ``errors``: failed measured requests.
+                  errors: list[RequestRow] | None = None,
+                  twins: list[str] | None = None) -> SpeedAnalysis:
+    """``rows``: measured, successful requests; ``errors``: failed measured requests;
+    ``twins``: the models that are synthetic twins (random weights, a stand-in tokenizer).
 
     Intervals treat prompts as the sampled units (each value's cluster is its prompt id) and
     no figure depends on the order of ``rows``."""
@@ -174,14 +176,16 @@ def analyse_speed(models: list[str], rows: list[RequestRow], *, fixed_length: bo
         for r in by_model[m]:
             key = r.metrics.get("outcome") or "answered"
             counts[m][key] = counts[m].get(key, 0) + 1
-    warnings = fairness_warnings(models, by_model, per_model, fixed_length, counts, errors)
+    warnings = fairness_warnings(models, by_model, per_model, fixed_length, counts, errors,
+                                 twins=twins)
     return SpeedAnalysis(models, per_model, per_prompt, comparisons, warnings, counts)
 
 
 def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                       per_model: dict[str, dict[str, Estimate]], fixed_length: bool,
                       counts: dict[str, dict[str, int]],
-                      errors: list[RequestRow] | None = None) -> list[FairnessWarning]:
+                      errors: list[RequestRow] | None = None,
+                      twins: list[str] | None = None) -> list[FairnessWarning]:
     out: list[FairnessWarning] = []
     failed_kinds: dict[str, dict[str, int]] = {m: {} for m in models}
     for e in errors or []:
@@ -244,12 +248,15 @@ def fairness_warnings(models: list[str], by_model: dict[str, list[RequestRow]],
                     "so their answers are cut short",
                 ))
 
-    # 4. Rankings by tokens/s and characters/s disagree (different tokenizers).
-    tok = {m: v for m in present if (v := per_model[m]["decode_tokens_per_s"].median) is not None}
-    chars = {m: v for m in present if (v := per_model[m]["chars_per_s"].median) is not None}
-    if len(present) >= 2 and all(m in tok and m in chars for m in present):
-        by_tok = sorted(present, key=lambda m: -tok[m])
-        by_chars = sorted(present, key=lambda m: -chars[m])
+    # 4. Rankings by tokens/s and characters/s disagree (different tokenizers). A twin's
+    #    characters mean nothing (random tokens of a stand-in vocabulary), so twins are left
+    #    out of the characters/s ranking: among twins, decode tokens/s is the comparison.
+    real = [m for m in present if m not in set(twins or ())]
+    tok = {m: v for m in real if (v := per_model[m]["decode_tokens_per_s"].median) is not None}
+    chars = {m: v for m in real if (v := per_model[m]["chars_per_s"].median) is not None}
+    if len(real) >= 2 and all(m in tok and m in chars for m in real):
+        by_tok = sorted(real, key=lambda m: -tok[m])
+        by_chars = sorted(real, key=lambda m: -chars[m])
         if by_tok != by_chars:
             out.append(FairnessWarning(
                 "ranking_disagreement",

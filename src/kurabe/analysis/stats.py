@@ -269,3 +269,19 @@ def mean_ci(values: Sequence[float | None]) -> MeanEstimate:
     )
     low, high = res.confidence_interval.low, res.confidence_interval.high
     return MeanEstimate(mean, float(low), float(high), len(sample))
+
+
+def proportion_ci(successes: int, n: int, level: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / n`` (judge agreement, flip
+    and refusal rates): unlike the plain normal interval it stays inside [0, 1] and is not
+    zero-width at 0 or n successes. ``n`` = 0 gives (0.0, 1.0): nothing is known."""
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes {successes} must lie in 0..{n}")
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -137,6 +137,16 @@ class Backend(ABC):
         """Tokens of ``text`` by the model's own tokenizer, when the server can say."""
         return None
 
+    async def count_prompt_tokens(self, http: httpx.AsyncClient,
+                                  messages: list[dict[str, str]]) -> int | None:
+        """Tokens of the prompt ``messages`` become (chat template applied), by the model's
+        own tokenizer, when the server can say."""
+        return None
+
+    async def context_size(self, http: httpx.AsyncClient) -> int | None:
+        """Tokens one request may hold (prompt and answer), when the server can say."""
+        return None
+
 
 # -- registry ------------------------------------------------------------------------------
 

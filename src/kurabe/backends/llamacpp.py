@@ -116,6 +116,40 @@ class LlamaCppDialect(Backend):
                 return None  # no answer, or not {"tokens": [...]}: no count
         return None
 
+    async def count_prompt_tokens(self, http: httpx.AsyncClient,
+                                  messages: list[dict[str, str]]) -> int | None:
+        """The prompt as the server renders it (/apply-template), then tokenized with its
+        special tokens (/tokenize)."""
+        root = self.endpoint.server_root
+        try:
+            resp = await http.post(f"{root}/apply-template", json={"messages": messages})
+            prompt = resp.json().get("prompt") if resp.status_code == 200 else None
+            if not isinstance(prompt, str):
+                return None
+            resp = await http.post(f"{root}/tokenize",
+                                   json={"content": prompt, "add_special": True})
+            tokens = resp.json().get("tokens") if resp.status_code == 200 else None
+            return len(tokens) if isinstance(tokens, list) else None
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            return None
+
+    async def context_size(self, http: httpx.AsyncClient) -> int | None:
+        """One slot's context (llama-server's /props ``default_generation_settings.n_ctx``,
+        or an older server's top-level ``n_ctx``)."""
+        try:
+            resp = await http.get(f"{self.endpoint.server_root}/props")
+            props = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(props, dict):
+            return None
+        settings = props.get("default_generation_settings")
+        for value in ((settings or {}).get("n_ctx") if isinstance(settings, dict) else None,
+                      props.get("n_ctx")):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
 
 @register
 class LlamaCppEndpoint(LlamaCppDialect, OpenAIEndpoint):

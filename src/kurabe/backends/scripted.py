@@ -314,16 +314,17 @@ class _Stream(httpx.AsyncByteStream):
 class ScriptedBackend(Backend):
     kind = "scripted"
 
-    def __init__(self, name: str, source: str) -> None:
+    def __init__(self, name: str, source: str, ctx: int | None = None) -> None:
         self.name = name
         self.source = source
         self.server = ScriptedServer(script_of(source))
         self._started = False
+        self.ctx = ctx  # engine.ctx, reported as a llama.cpp server reports its context
 
     @classmethod
     def from_config(cls, model: ModelConfig, resolved: ResolvedModel, log_dir: Path
                     ) -> ScriptedBackend:
-        return cls(model.name, model.source)
+        return cls(model.name, model.source, model.engine.ctx)
 
     def start(self) -> Endpoint:
         self._started = True
@@ -348,3 +349,11 @@ class ScriptedBackend(Backend):
 
     async def count_tokens(self, http: httpx.AsyncClient, text: str) -> int | None:
         return len(text) if text else None  # one token per character, as it streams them
+
+    async def count_prompt_tokens(self, http: httpx.AsyncClient,
+                                  messages: list[dict[str, str]]) -> int | None:
+        # As its usage counts a prompt: one token per character of every message.
+        return sum(len(str(m.get("content", ""))) for m in messages)
+
+    async def context_size(self, http: httpx.AsyncClient) -> int | None:
+        return self.ctx

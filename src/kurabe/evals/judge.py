@@ -80,9 +80,11 @@ REFERENCE_NOTE = ("Compare the answer with this reference; a wrong final result 
 def judge_prompts() -> dict[str, Any]:
     """The judge's instructions and schemas, as a run snapshots them: a later re-judge of the
     run uses exactly these, whatever this version of kurabe would write."""
+    from kurabe.evals.refusal_judge import refusal_prompts
+
     return {"single_system": SINGLE_SYSTEM, "pair_system": PAIR_SYSTEM,
             "reference_note": REFERENCE_NOTE, "lang_notes": dict(LANG_NOTE),
-            "single_schema": SINGLE_SCHEMA, "pair_schema": PAIR_SCHEMA}
+            "single_schema": SINGLE_SCHEMA, "pair_schema": PAIR_SCHEMA, **refusal_prompts()}
 
 
 def _system(prompts: dict[str, Any], key: str, lang: str) -> str:

@@ -31,6 +31,14 @@ def no_progress(_description: str, _done: int, _total: int) -> None:
     return None
 
 
+def warn_through(progress: ProgressHook, message: str) -> None:
+    """Say ``message`` before work starts: through the progress hook's ``warn(message)``
+    method where it has one (the CLI's progress bar prints it above the bar)."""
+    warn = getattr(progress, "warn", None)
+    if callable(warn):
+        warn(message)
+
+
 @dataclass
 class PhaseContext:
     """What a phase works with: the run's store and inputs, and the running backends."""
@@ -46,6 +54,8 @@ class PhaseContext:
     progress: ProgressHook = no_progress
     # Models whose engine exited in this run: model -> why (their remaining work is skipped).
     exited: dict[str, str] = field(default_factory=dict)
+    # Each judge's context as its server reported it (None: unknown), asked once per run.
+    context_sizes: dict[str, int | None] = field(default_factory=dict)
 
     def check_engine(self, model: str, phase: str) -> bool:
         """Whether the model's engine still runs; the first time it is found dead, the exit

@@ -19,6 +19,7 @@ from kurabe.evals.suites import DETERMINISTIC_CATEGORIES
 from kurabe.inputs import items_of
 from kurabe.metrics import speed_metrics
 from kurabe.phases import Phase, PhaseContext, ProgressHook
+from kurabe.phases.judge_context import context_exceeded
 from kurabe.records import (
     AnswerRow,
     ChatRequest,
@@ -337,6 +338,11 @@ class JudgingPhase(Phase):
                     category=item.category, rubric=item.rubric, reference=item.reference,
                     prompts=prompts)
                 schema = prompts["pair_schema"]
+            too_long = await context_exceeded(ctx, judge, messages, self.plan.q.judge_max_tokens)
+            if too_long:  # never sent: a resume does not retry it
+                ctx.store.add_grade(GradeRow(**base, status="error", detail=too_long,
+                                             error_kind="context_exceeded"))
+                continue
             req = ChatRequest(messages=messages, max_tokens=self.plan.q.judge_max_tokens,
                               temperature=0.0, seed=self.plan.q.seed,
                               extra_body={**extra, **backend.structured_output(schema)})
@@ -368,4 +374,13 @@ def quality_phases(config: ShootoutConfig, snapshot: Snapshot) -> list[Phase]:
     if config.quality is None:
         return []
     plan = QualityPlan(config, snapshot)
-    return [GenerationPhase(plan), ChecksPhase(plan), JudgingPhase(plan, config.quality.judge)]
+    phases: list[Phase] = [GenerationPhase(plan), ChecksPhase(plan)]
+    if config.quality.judge and config.quality.calibrate:
+        # The judge grades known-good and known-bad answers before it grades the models.
+        from kurabe.phases.calibration import CalibrationPhase
+
+        phases.append(CalibrationPhase(config, snapshot, config.quality.judge))
+    from kurabe.phases.judge_probes import JudgeProbesPhase
+
+    return [*phases, JudgingPhase(plan, config.quality.judge),
+            JudgeProbesPhase(plan, config.quality.judge)]

@@ -149,8 +149,17 @@ def _render(run_dir: Path, outputs: _Outputs) -> tuple[RunAnalysis, list[Path]]:
         raise error from None
     finally:
         store.close()
-    outputs.text("report.md", render_markdown(analysis, run_dir))
-    outputs.text("report.html", render_html(analysis, run_dir))
+    if analysis.calibration_only:  # a judge's calibration alone: its own small report
+        from kurabe.report.calibration import (
+            render_calibration_html,
+            render_calibration_markdown,
+        )
+
+        outputs.text("report.md", render_calibration_markdown(analysis, run_dir))
+        outputs.text("report.html", render_calibration_html(analysis, run_dir))
+    else:
+        outputs.text("report.md", render_markdown(analysis, run_dir))
+        outputs.text("report.html", render_html(analysis, run_dir))
     written = outputs.commit()
     order = ["report.md", "report.html", "results.jsonl", "results.csv"]
     return analysis, sorted(written, key=lambda p: order.index(p.name))

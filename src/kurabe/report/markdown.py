@@ -41,6 +41,12 @@ def fmt_est(est) -> str:
     return MdSafe(f"{fmt(value)} [{fmt(est.ci_low)}–{fmt(est.ci_high)}]")
 
 
+def fmt_acc(acc) -> str:
+    """A proportion with its interval (``kurabe.analysis.calibration.Accuracy``):
+    "75% [55–88%] (18/24)"."""
+    return MdSafe("–" if acc is None else acc.text())
+
+
 def fmt_bytes(n) -> str:
     if n is None:
         return MdSafe("–")
@@ -117,7 +123,8 @@ def _env() -> jinja2.Environment:
         autoescape=False, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined, finalize=_finalize,
     )
-    env.filters.update(fmt=fmt, est=fmt_est, bytes=fmt_bytes, cell=md_cell, code=md_code)
+    env.filters.update(fmt=fmt, est=fmt_est, bytes=fmt_bytes, cell=md_cell, code=md_code,
+                       acc=fmt_acc)
     return env
 
 

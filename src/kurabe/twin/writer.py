@@ -195,15 +195,18 @@ def _main_type(entries: list[TensorEntry]) -> QT | None:
 
 def _file_type(entries: list[TensorEntry], stated: Any) -> int | None:
     """llama.cpp's general.file_type for the twin's mix: the one ``stated`` (the header's)
-    when it names the mix's main type (Q4_K_M for a mix of mostly Q4_K), else one named
-    after the main type."""
+    when the mix holds the type it names (Q4_K_M for a mix with Q4_K matrices, even where
+    fallbacks such as Q5_0 for rows not divisible by 256 hold more bytes, as in Gemma-3-270M
+    at Q4_K_M), else one named after the main type."""
     main = _main_type(entries)
     if isinstance(stated, int) and not isinstance(stated, bool):
         try:
             name = gguf.LlamaFileType(stated).name.removeprefix("MOSTLY_").removeprefix("ALL_")
         except ValueError:
             name = ""
-        if main is None or name.startswith(main.name):
+        held = {QT(e.ggml_type).name for e in entries if len(e.shape) >= 2}
+        if main is None or name.startswith(main.name) or any(
+                name == t or name.startswith(t + "_") for t in held):
             return stated
     if main is None:
         return None
