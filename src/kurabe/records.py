@@ -470,3 +470,49 @@ class LineageRow:
     score: float | None  # median layer score: 0 chance, 1 identical (None: none compared)
     result: JSON = field(default_factory=dict)  # the whole comparison (LineageResult.to_dict)
     stored_at: str | None = None
+
+
+@dataclass
+class LoadRequestRow:
+    """One request of a load level (``kurabe.load``), stored in batches as they land.
+
+    Times ``scheduled_s`` and ``sent_s`` are seconds from the level's start on the monotonic
+    clock that every worker process shares; ``record`` holds the stream as for a speed
+    request (chunk times from the request's own send)."""
+
+    model: str
+    level: int  # index of the level in the run's load plan
+    status: str  # ok | error | cancelled (still in flight when the level ended)
+    endpoint: str  # the base URL it was sent to (one of the model's replicas)
+    prompt_id: str
+    sent_s: float  # when it was sent, from the level's start
+    sent_at_unix_s: float
+    warmup: bool = False  # sent in the level's warm-up: kept, left out of its statistics
+    scheduled_s: float | None = None  # when the arrival profile meant to send it (open loop)
+    worker: int = 0  # the worker process that sent it
+    error: str | None = None
+    error_kind: str | None = None  # ERROR_KINDS, or "cancelled"
+    request: JSON = field(default_factory=dict)
+    record: JSON = field(default_factory=dict)  # StreamRecord.to_dict()
+    metrics: JSON = field(default_factory=dict)  # SpeedMetrics.to_dict()
+    id: int | None = None
+
+
+@dataclass
+class LoadLevelRow:
+    """One level of a load run: a concurrency or an arrival rate held for a while, with what
+    the client saw of itself and what the server's metrics endpoint said before and after."""
+
+    model: str
+    level: int
+    profile: str  # concurrency | rate | poisson | sweep
+    status: str  # running | complete | interrupted
+    started_at_unix_s: float
+    concurrency: int | None = None  # streams held open (fixed concurrency, sweep)
+    rate_per_s: float | None = None  # requests per second (constant or Poisson arrivals)
+    warmup_s: float = 0.0  # the first seconds of the level, left out of its statistics
+    wall_s: float | None = None  # the measured window: from warm-up end to the level's end
+    client: JSON = field(default_factory=dict)  # CPU time, event-loop lag, workers
+    server_before: JSON | None = None  # the metrics endpoint scraped before the level
+    server_after: JSON | None = None  # ... and after it
+    spec: JSON = field(default_factory=dict)  # the level as planned (prompt source, SLOs...)

@@ -24,6 +24,8 @@ from kurabe.records import (
     EventRow,
     GradeRow,
     LineageRow,
+    LoadLevelRow,
+    LoadRequestRow,
     MachineSample,
     ModelRow,
     ProbeRow,
@@ -295,6 +297,47 @@ MIGRATIONS: list[str] = [
         result_json TEXT NOT NULL,
         stored_at TEXT NOT NULL
     );
+    """,
+    # load levels and their requests (kurabe.load): requests are stored in batches, each
+    # level's row is written when it starts and again when it ends
+    """
+    CREATE TABLE IF NOT EXISTS load_levels (
+        model TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        profile TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'interrupted')),
+        started_at_unix_s REAL NOT NULL,
+        concurrency INTEGER,
+        rate_per_s REAL,
+        warmup_s REAL NOT NULL,
+        wall_s REAL,
+        client_json TEXT NOT NULL,
+        server_before_json TEXT,
+        server_after_json TEXT,
+        spec_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL,
+        PRIMARY KEY (model, level)
+    );
+    CREATE TABLE IF NOT EXISTS load_requests (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        worker INTEGER NOT NULL,
+        endpoint TEXT NOT NULL,
+        prompt_id TEXT NOT NULL,
+        warmup INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'cancelled')),
+        error TEXT,
+        error_kind TEXT,
+        scheduled_s REAL,
+        sent_s REAL NOT NULL,
+        sent_at_unix_s REAL NOT NULL,
+        request_json TEXT NOT NULL,
+        record_json TEXT NOT NULL,
+        metrics_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS load_requests_level ON load_requests (model, level);
     """,
 ]
 
@@ -780,6 +823,68 @@ class Store:
                            reason=r["reason"], score=r["score"],
                            result=json.loads(r["result_json"]), stored_at=r["stored_at"])
                 for r in self._db.execute("SELECT * FROM lineage ORDER BY id")]
+
+    # -- load ------------------------------------------------------------------------------
+
+    def write_load_level(self, row: LoadLevelRow) -> None:
+        """Store a load level (again when it ends: the row is replaced)."""
+        self._db.execute("DELETE FROM load_levels WHERE model = ? AND level = ?",
+                         (row.model, row.level))
+        self._insert("load_levels", {
+            "model": row.model, "level": row.level, "profile": row.profile,
+            "status": row.status, "started_at_unix_s": row.started_at_unix_s,
+            "concurrency": row.concurrency, "rate_per_s": row.rate_per_s,
+            "warmup_s": row.warmup_s, "wall_s": row.wall_s,
+            "client_json": json.dumps(row.client, ensure_ascii=False),
+            "server_before_json": _dumps(row.server_before),
+            "server_after_json": _dumps(row.server_after),
+            "spec_json": json.dumps(row.spec, ensure_ascii=False)})
+
+    def load_levels(self, model: str | None = None) -> list[LoadLevelRow]:
+        sql = "SELECT * FROM load_levels" + (" WHERE model = ?" if model else "")
+        return [LoadLevelRow(
+            model=r["model"], level=r["level"], profile=r["profile"], status=r["status"],
+            started_at_unix_s=r["started_at_unix_s"], concurrency=r["concurrency"],
+            rate_per_s=r["rate_per_s"], warmup_s=r["warmup_s"], wall_s=r["wall_s"],
+            client=json.loads(r["client_json"]), server_before=_loads(r["server_before_json"]),
+            server_after=_loads(r["server_after_json"]), spec=json.loads(r["spec_json"]),
+        ) for r in self._db.execute(sql + " ORDER BY model, level", (model,) if model else ())]
+
+    def add_load_requests(self, rows: list[LoadRequestRow]) -> None:
+        """Commit a batch of load requests (one transaction)."""
+        if not rows:
+            return
+        now = utc_now()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO load_requests (model, level, worker, endpoint, prompt_id, warmup,"
+                " status, error, error_kind, scheduled_s, sent_s, sent_at_unix_s, request_json,"
+                " record_json, metrics_json, stored_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.model, r.level, r.worker, r.endpoint, r.prompt_id, int(r.warmup), r.status,
+                  r.error, r.error_kind, r.scheduled_s, r.sent_s, r.sent_at_unix_s,
+                  json.dumps(r.request, ensure_ascii=False),
+                  json.dumps(r.record, ensure_ascii=False),
+                  json.dumps(r.metrics, ensure_ascii=False), now) for r in rows])
+
+    def load_requests(self, model: str | None = None, level: int | None = None
+                      ) -> list[LoadRequestRow]:
+        sql, args = "SELECT * FROM load_requests WHERE 1=1", []
+        if model is not None:
+            sql += " AND model = ?"
+            args.append(model)
+        if level is not None:
+            sql += " AND level = ?"
+            args.append(level)
+        return [LoadRequestRow(
+            id=r["id"], model=r["model"], level=r["level"], worker=r["worker"],
+            endpoint=r["endpoint"], prompt_id=r["prompt_id"], warmup=bool(r["warmup"]),
+            status=r["status"], error=r["error"], error_kind=r["error_kind"],
+            scheduled_s=r["scheduled_s"], sent_s=r["sent_s"],
+            sent_at_unix_s=r["sent_at_unix_s"], request=json.loads(r["request_json"]),
+            record=json.loads(r["record_json"]), metrics=json.loads(r["metrics_json"]),
+        ) for r in self._db.execute(sql + " ORDER BY id", args)]
 
     # -- machine samples -------------------------------------------------------------------
 
