@@ -195,6 +195,9 @@ class RunConfig(_Strict):
     retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
     retry_max_wait_s: Annotated[float, Field(ge=0)] = 60.0
     memory_budget: str | None = None
+    # Where the results go: None keeps them in the run folder's SQLite file; a
+    # postgresql:// URL sends them to a shared PostgreSQL database (same schema).
+    store: str | None = None
 
 
 class AblationConfig(_Strict):

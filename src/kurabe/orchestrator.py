@@ -111,7 +111,7 @@ class Orchestrator:
                     server_command(m.engine.server)
                 except KurabeError as exc:
                     raise KurabeError(f"model '{m.name}': {exc}") from None
-        store = Store.create(run_dir)
+        store = Store.create(run_dir, url=config.run.store)
         store.write_run(RunRow(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             kurabe_version=__version__,

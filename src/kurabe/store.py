@@ -453,7 +453,12 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, run_dir: Path) -> Store:
+    def create(cls, run_dir: Path, *, url: str | None = None) -> Store:
+        """A new run's store: the run folder's SQLite file, or (``url``) a PostgreSQL
+        database."""
+        if url is not None:
+            raise KurabeError(f"run.store: {url!r}: only the run folder's SQLite file is "
+                              "supported so far")
         path = Path(run_dir) / STORE_NAME
         if path.exists():
             raise RunExistsError(Path(run_dir))
