@@ -21,6 +21,8 @@ demo: setup
 
 test: setup
 	bash scripts/ensure-chromium.sh
+	# PostgreSQL server binaries: the store's tests run against a throwaway server.
+	bash scripts/ensure-postgres.sh
 	# Lint and types first: both are configured in pyproject.toml and must stay clean.
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy

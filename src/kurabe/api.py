@@ -173,7 +173,8 @@ def run_shootout(config: ShootoutConfig, run_dir: Path, *, command: list[str] | 
 
 
 # What each phase's pending count counts (``pending_work``).
-_PHASE_UNITS = {"speed": "requests", "quality generation": "answers", "checks": "checks",
+_PHASE_UNITS = {"speed": "requests", "load": "levels", "quality generation": "answers",
+                "checks": "checks",
                 "judging": "grades", "judge probes": "probes", "sweep judging": "grades",
                 "calibration": "grades"}
 # The files a finished run's report consists of (``resume_shootout`` writes them only if
@@ -572,3 +573,109 @@ def metrics_reference() -> Path:
     from importlib import resources
 
     return Path(str(resources.files("kurabe.data").joinpath("metrics.md")))
+
+
+# -- load testing --------------------------------------------------------------------------
+
+
+def parse_duration_s(text: str, what: str = "duration") -> float:
+    """Seconds from ``30``, ``30s``, ``500ms``, ``2m`` or ``1h``."""
+    import re
+
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*", str(text))
+    if not found:
+        raise KurabeError(f"{what} {text!r}: expected a time such as 30s, 500ms, 2m or 1h")
+    value = float(found.group(1))
+    factor = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+    seconds = value * factor[found.group(2)]
+    if seconds <= 0:
+        raise KurabeError(f"{what} {text!r}: must be more than 0")
+    return seconds
+
+
+def load_test_config(models: list[str], *, concurrency: list[int] | None = None,
+                     rate: list[float] | None = None, poisson: list[float] | None = None,
+                     sweep: bool = False, max_concurrency: int = 64,
+                     duration_s: float | None = None, requests: int | None = None,
+                     warmup_s: float = 0.0, warmup_requests: int = 0, max_tokens: int = 128,
+                     fixed_length: bool = False, prompts: str | None = None,
+                     prompt_tokens: int | None = None, workers: str | int = "auto",
+                     slo: dict[str, float | None] | None = None, seed: int = 0,
+                     engine: dict[str, Any] | None = None,
+                     limits: dict[str, Any] | None = None) -> ShootoutConfig:
+    """The config of a load run (``kurabe load``): the models, a ``[load]`` section, and no
+    speed phase. ``models``: ``NAME=SPEC``; a SPEC of several http(s) URLs separated by
+    commas is one model served by several replicas. A managed llama.cpp server gets as many
+    parallel slots as the largest level has streams, each with room for a prompt and its
+    answer, unless ``engine`` says otherwise."""
+    from kurabe.config import parse_config
+
+    if not models:
+        raise KurabeError("no models: give at least one model (NAME=SPEC)")
+    streams = max(concurrency or [1]) if not sweep else max_concurrency
+    if rate or poisson:
+        streams = 4
+    per_slot = max_tokens + (prompt_tokens or 512) + 128
+    eng = {"parallel": streams, "ctx": max(4096, streams * per_slot), **(engine or {})}
+    entries = []
+    for flag in models:
+        name, spec = parse_model_spec(flag)
+        urls = [u.strip() for u in spec.split(",") if u.strip()]
+        entry: dict[str, Any] = {"name": name, "source": urls[0] if urls else spec}
+        if len(urls) > 1:
+            entry["replicas"] = urls[1:]
+        if entry["source"].startswith(("builtin:", "scripted:")) or "://" not in entry["source"]:
+            entry["engine"] = eng
+        entries.append(entry)
+    load: dict[str, Any] = {"max_tokens": max_tokens, "fixed_length": fixed_length,
+                            "warmup_s": warmup_s, "warmup_requests": warmup_requests,
+                            "workers": workers, "seed": seed,
+                            "slo": {k: v for k, v in (slo or {}).items() if v is not None}}
+    if sweep:
+        load |= {"sweep": True, "max_concurrency": max_concurrency}
+    elif rate:
+        load["rate"] = rate
+    elif poisson:
+        load["poisson"] = poisson
+    else:
+        load["concurrency"] = concurrency or [1]
+    if duration_s is not None:
+        load["duration_s"] = duration_s
+    if requests is not None:
+        load["requests"] = requests
+    if prompt_tokens is not None:
+        load |= {"prompt_tokens": prompt_tokens, "prompts": None}
+    elif prompts:
+        load["prompts"] = prompts
+    data: dict[str, Any] = {"run": {"name": "load", "speed": False,
+                                    **{k: v for k, v in (limits or {}).items()
+                                       if v is not None}},
+                            "models": entries, "load": load}
+    return parse_config(data, "command line")
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """A run's load levels as ``LoadAnalysis.to_json()`` (kurabe.analysis.load), with
+    ``run_dir``."""
+    from kurabe.store import Store
+
+    with _reading(run_dir, "analyse the load levels"):
+        store = Store.open(Path(run_dir))
+        try:
+            from kurabe.analysis.load import analyse_load
+
+            result = analyse_load(store).to_json()
+        finally:
+            store.close()
+    return result | {"run_dir": str(run_dir)}
+
+
+def run_load(config: ShootoutConfig, run_dir: Path, *, command: list[str] | None = None,
+             progress: ProgressHook | None = None) -> dict[str, Any]:
+    """Create a run folder for ``config`` (with a ``[load]`` section), run it and write its
+    report; returns ``load_results`` of it, with the run's ``status`` (complete,
+    incomplete...)."""
+    if config.load is None:
+        raise KurabeError("no [load] section: nothing to load-test")
+    analysis = run_shootout(config, Path(run_dir), command=command, progress=progress)
+    return load_results(run_dir) | {"status": analysis.run.status}

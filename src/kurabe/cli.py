@@ -401,6 +401,165 @@ def bench(
         _print_summary(analysis, run_dir)
 
 
+def _number_list(flag: str, text: str | None, kind: type) -> list | None:
+    """``1,4,16`` as numbers; a bad list names its flag."""
+    if text is None:
+        return None
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"{flag} {text!r}: expected numbers separated by commas, e.g. 1,4,16")
+    if not values or any(v <= 0 for v in values):
+        _fail(f"{flag} {text!r}: expected numbers above 0 separated by commas, e.g. 1,4,16")
+    return values
+
+
+def _print_load(result: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = _out()
+    for model, data in result.get("models", {}).items():
+        table = Table(title=f"{model}: load levels (output t/s is end-to-end system "
+                            "throughput; decode t/s is per stream)")
+        for col in ("level", "streams/rate", "req/s", "output t/s (e2e)", "decode t/s",
+                    "TTFT p50/p99 s", "ITL p50/p99 s", "goodput req/s", "errors",
+                    "client cores", "client-bound"):
+            table.add_column(col, justify="right")
+        for lv in data.get("levels", []):
+            what = (f"{lv['rate_per_s']:g}/s" if lv.get("rate_per_s") is not None
+                    else str(lv.get("concurrency")))
+            table.add_row(
+                str(lv.get("level")), what, _num(lv.get("requests_per_s"), 2),
+                _num(lv.get("output_tokens_per_s"), 1), _num(lv.get("decode_tokens_per_s"), 1),
+                f"{_num(lv['ttft_s'].get('p50'), 3)}/{_num(lv['ttft_s'].get('p99'), 3)}",
+                f"{_num(lv['itl_s'].get('p50'), 4)}/{_num(lv['itl_s'].get('p99'), 4)}",
+                _num(lv.get("goodput_requests_per_s"), 2),
+                ", ".join(f"{k} {v}" for k, v in (lv.get("errors") or {}).items()) or "0",
+                _num(lv.get("client_cpu_cores"), 2),
+                "yes" if lv.get("client_bound") else "no")
+        out.print(table)
+        sentence = data.get("knee_sentence")
+        if sentence:
+            out.print(escape(sentence), highlight=False)
+    for w in result.get("warnings", []):
+        text = w.get("message", w) if isinstance(w, dict) else w
+        out.print(f"[yellow]⚠ {escape(str(text))}[/]", highlight=False)
+    out.print(f"report: {Path(result['run_dir']) / 'report.md'}", highlight=False, markup=False)
+
+
+@app.command()
+def load(
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", metavar="NAME=SPEC",
+        help="SPEC: builtin:NAME, a .gguf path, an http(s) base URL, or several URLs "
+             "separated by commas (replicas of one model); repeat for each model")] = None,
+    concurrency: Annotated[str | None, typer.Option(
+        metavar="N,N,...", help="closed loop: streams held open, one level each "
+                                "(default 1)")] = None,
+    rate: Annotated[str | None, typer.Option(
+        metavar="R,R,...", help="open loop: requests per second at even intervals")] = None,
+    poisson: Annotated[str | None, typer.Option(
+        metavar="R,R,...", help="open loop: Poisson arrivals at these mean rates")] = None,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep", help="double the streams from 1 until throughput stops rising (the knee) "
+                        "or an SLO breaks")] = False,
+    max_concurrency: Annotated[int, typer.Option(
+        min=1, metavar="N", help="the most streams a --sweep tries")] = 64,
+    duration: Annotated[str | None, typer.Option(
+        metavar="TIME", help="measured time per level, e.g. 60s (default 30s)",
+        show_default=False)] = None,
+    requests: Annotated[int | None, typer.Option(
+        min=1, metavar="N", help="measured requests per level (instead of --duration)")] = None,
+    warmup: Annotated[str | None, typer.Option(
+        metavar="TIME", help="warm-up at the start of each level, left out of the "
+                             "statistics, e.g. 5s")] = None,
+    warmup_requests: Annotated[int, typer.Option(
+        min=0, metavar="N", help="warm-up requests at the start of each level")] = 0,
+    max_tokens: Annotated[int, typer.Option(min=1, metavar="N",
+                                            help="max_tokens of every request")] = 128,
+    fixed_length: Annotated[bool, typer.Option(
+        "--fixed-length", help="ignore EOS so every request generates max_tokens")] = False,
+    prompts: Annotated[str | None, typer.Option(
+        metavar="SET", help="prompt set: builtin:speed or a TOML file")] = None,
+    prompt_tokens: Annotated[int | None, typer.Option(
+        min=1, metavar="N",
+        help="synthetic prompts of N tokens by the model's own tokenizer")] = None,
+    workers: Annotated[str, typer.Option(
+        metavar="N|auto", help="client worker processes")] = "auto",
+    slo_ttft: Annotated[float | None, typer.Option(
+        "--slo-ttft", min=0.0001, metavar="SECONDS", help="SLO: time to first token")] = None,
+    slo_itl: Annotated[float | None, typer.Option(
+        "--slo-itl", min=0.0001, metavar="SECONDS", help="SLO: time per output token")] = None,
+    slo_e2e: Annotated[float | None, typer.Option(
+        "--slo-e2e", min=0.0001, metavar="SECONDS", help="SLO: whole request")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", help="seed of Poisson arrivals and "
+                                                        "synthetic prompts")] = 0,
+    ctx: Annotated[int | None, typer.Option(
+        min=256, metavar="N", help="context size for managed models (default: room for "
+                                   "every stream)", show_default=False)] = None,
+    parallel: Annotated[int | None, typer.Option(
+        min=1, metavar="N", help="server slots for managed models (default: the most "
+                                 "streams of any level)", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, metavar="N", help="threads for managed models")] = None,
+    server: Annotated[str, typer.Option(
+        metavar="SERVER",
+        help="llama.cpp server: xllamacpp, llama-server (PATH) or a path")] = "xllamacpp",
+    request_timeout: Annotated[float | None, typer.Option(
+        "--request-timeout", min=0.001, metavar="SECONDS",
+        help="give up on a request after this long (default 1800)", show_default=False)
+    ] = None,
+    out_dir: OutDir = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print one JSON object with every model's levels")] = False,
+) -> None:
+    """Load test: throughput and latency under concurrent requests, level by level."""
+    from kurabe import exitcodes
+
+    _check_out(out_dir)
+    if not model:
+        _fail("--model: give at least one model, e.g. -m a=builtin:smollm2-135m")
+    profiles = [f for f, v in (("--concurrency", concurrency), ("--rate", rate),
+                               ("--poisson", poisson), ("--sweep", sweep)) if v]
+    if len(profiles) > 1:
+        _fail(f"{' and '.join(profiles)}: give one profile")
+    if duration is not None and requests is not None:
+        _fail("--duration and --requests: give one")
+    if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
+        _fail(f"--workers {workers!r}: expected a number of processes (1 or more) or auto")
+    try:
+        duration_s = None if duration is None else api.parse_duration_s(duration, "--duration")
+        warmup_s = 0.0 if warmup is None else api.parse_duration_s(warmup, "--warmup")
+    except KurabeError as exc:
+        _fail(exc)
+    engine: dict[str, Any] = {"server": server, "threads": threads}
+    engine |= {k: v for k, v in (("ctx", ctx), ("parallel", parallel)) if v is not None}
+    try:
+        cfg = api.load_test_config(
+            model, concurrency=_number_list("--concurrency", concurrency, int),
+            rate=_number_list("--rate", rate, float),
+            poisson=_number_list("--poisson", poisson, float), sweep=sweep,
+            max_concurrency=max_concurrency, duration_s=duration_s, requests=requests,
+            warmup_s=warmup_s, warmup_requests=warmup_requests, max_tokens=max_tokens,
+            fixed_length=fixed_length, prompts=prompts, prompt_tokens=prompt_tokens,
+            workers=workers if workers == "auto" else int(workers),
+            slo={"ttft_s": slo_ttft, "itl_s": slo_itl, "e2e_s": slo_e2e}, seed=seed,
+            engine=engine, limits={"request_timeout_s": request_timeout})
+    except KurabeError as exc:
+        _fail(exc)
+    run_dir = out_dir or api.default_run_dir("load")
+    result = _run(lambda p: api.run_load(cfg, run_dir, progress=p), run_dir)
+    if json_out:
+        _json({k: v for k, v in result.items() if k != "status"})
+    else:
+        _print_load(result)
+    if result.get("status") != "complete":
+        _err().print(f"incomplete run: finish with: kurabe run --resume "
+                     f"{shlex.quote(str(run_dir))}", highlight=False, markup=False)
+        raise typer.Exit(exitcodes.INCOMPLETE)
+
+
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run folder")],

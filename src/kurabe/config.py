@@ -83,6 +83,9 @@ class ModelConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     reasoning: str | int | None = None  # off | low | medium | high | unlimited | token budget
     extra_body: dict = {}  # sent with every request, e.g. {"top_k": 20}
+    # More base URLs serving the same model (the replicas of a cluster), for an http(s)
+    # source: the load phase spreads its requests over the source and these.
+    replicas: list[str] = []
 
     @field_validator("source")
     @classmethod
@@ -103,9 +106,24 @@ class ModelConfig(_Strict):
     def _reasoning(cls, value):
         return None if value is None else _check_setting(value)
 
+    @model_validator(mode="after")
+    def _replicas(self):
+        if self.replicas and self.kind != "endpoint":
+            raise ValueError("replicas: only a model served at an http(s) URL can have "
+                             "replicas (more base URLs of the same model)")
+        bad = [r for r in self.replicas if source_kind(r) != "endpoint"]
+        if bad:
+            raise ValueError(f"replicas: not an http(s) base URL: {', '.join(bad)}")
+        return self
+
     @property
     def kind(self) -> str:
         return source_kind(self.source)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every base URL of an http(s) model: its source, then its replicas."""
+        return [self.source, *self.replicas] if self.kind == "endpoint" else []
 
 
 def _check_setting(value):
@@ -168,6 +186,80 @@ class QualityConfig(_Strict):
         return None if value is None else _check_setting(value)
 
 
+class SLOConfig(_Strict):
+    """Service-level objectives: a request meets them when each figure given is at most its
+    bound (goodput counts such requests)."""
+
+    ttft_s: Annotated[float, Field(gt=0)] | None = None
+    itl_s: Annotated[float, Field(gt=0)] | None = None
+    e2e_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class LoadConfig(_Strict):
+    """The load phase (kurabe.load): requests sent concurrently, level after level.
+
+    One profile: ``concurrency`` (closed loop: that many streams, each sending back to
+    back), ``rate`` (open loop: requests per second at even intervals), ``poisson`` (open
+    loop: Poisson arrivals at that mean rate, reproducible with ``seed``) or ``sweep``
+    (concurrency doubling from 1 until throughput stops rising by ``knee_gain`` or an SLO
+    breaks, at most ``max_concurrency``). Each level lasts ``duration_s`` or sends
+    ``requests`` requests (after warm-up)."""
+
+    concurrency: list[Annotated[int, Field(ge=1)]] | None = None
+    rate: list[Annotated[float, Field(gt=0)]] | None = None
+    poisson: list[Annotated[float, Field(gt=0)]] | None = None
+    sweep: bool = False
+    max_concurrency: Annotated[int, Field(ge=1)] = 64
+    knee_gain: Annotated[float, Field(ge=0)] = 0.05  # a rise below this share is the knee
+    duration_s: Annotated[float, Field(gt=0)] | None = None
+    requests: Annotated[int, Field(ge=1)] | None = None
+    warmup_s: Annotated[float, Field(ge=0)] = 0.0
+    warmup_requests: Annotated[int, Field(ge=0)] = 0
+    max_tokens: Annotated[int, Field(ge=1)] = 128
+    fixed_length: bool = False  # ignore EOS so every request generates max_tokens tokens
+    # builtin:speed, a TOML prompt set, or None with prompt_tokens: synthetic prompts
+    prompts: str | None = "builtin:speed"
+    prompt_tokens: Annotated[int, Field(ge=1)] | None = None  # synthetic prompts of N tokens
+    slo: SLOConfig = SLOConfig()
+    workers: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    streams_per_worker: Annotated[int, Field(ge=1)] = 256  # "auto": one worker per this many
+    models: list[str] | None = None  # default: every model
+    seed: int = 0
+    # How long requests still in flight at a level's end may run on before they are
+    # cancelled (None: cancelled at once; fixed-count levels wait for all of them).
+    drain_s: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("concurrency", "rate", "poisson", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) \
+            else value
+
+    @model_validator(mode="after")
+    def _one_profile(self):
+        given = [k for k in ("concurrency", "rate", "poisson")
+                 if getattr(self, k) is not None] + (["sweep"] if self.sweep else [])
+        if len(given) > 1:
+            raise ValueError(f"give one profile, not {' and '.join(given)}")
+        if not given:
+            self.concurrency = [1]
+        if self.duration_s is None and self.requests is None:
+            self.duration_s = 30.0
+        if self.duration_s is not None and self.requests is not None:
+            raise ValueError("give duration_s or requests, not both")
+        return self
+
+    @property
+    def profile(self) -> str:
+        if self.sweep:
+            return "sweep"
+        if self.rate is not None:
+            return "rate"
+        if self.poisson is not None:
+            return "poisson"
+        return "concurrency"
+
+
 class PromptConfig(_Strict):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
     text: str
@@ -195,6 +287,7 @@ class RunConfig(_Strict):
     retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
     retry_max_wait_s: Annotated[float, Field(ge=0)] = 60.0
     memory_budget: str | None = None
+    speed: bool = True  # the speed phase (false: a run of other phases only, e.g. [load])
     # Where the results go: None keeps them in the run folder's SQLite file; a
     # postgresql:// URL sends them to a shared PostgreSQL database (same schema).
     store: str | None = None
@@ -216,6 +309,16 @@ class ShootoutConfig(_Strict):
     quality: QualityConfig | None = None
     judges: list[ModelConfig] = []  # models that only judge (not compared)
     ablation: AblationConfig | None = None
+    load: LoadConfig | None = None
+
+    @model_validator(mode="after")
+    def _load_models_known(self):
+        if self.load and self.load.models:
+            names = [m.name for m in self.models]
+            unknown = [n for n in self.load.models if n not in names]
+            if unknown:
+                raise ValueError(f"load.models: {', '.join(unknown)} not in [[models]]")
+        return self
 
     @model_validator(mode="after")
     def _ablation_known(self):
@@ -354,6 +457,8 @@ def parse_config(data: dict, origin: str, base_dir: Path | None = None) -> Shoot
         raise KurabeError(format_validation_error(exc, origin)) from None
     if base_dir is not None:  # relative paths are relative to the config file
         config.run.prompt_set = _relative_to(config.run.prompt_set, base_dir)
+        if config.load is not None:
+            config.load.prompts = _relative_to(config.load.prompts, base_dir)
         if config.quality is not None:
             config.quality.suites = [_relative_to(s, base_dir) or s
                                      for s in config.quality.suites]

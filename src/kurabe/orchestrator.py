@@ -3,7 +3,7 @@
 A run is created from a config (its inputs are resolved into the snapshot first, so bad
 input fails before anything is written) or reopened from its folder alone. ``execute``
 starts the backends the pending work needs, runs the phases in order (speed and sweep,
-quality generation, checks, judging) and stops every backend it started on success, error,
+load, quality generation, checks, judging) and stops every backend it started on success, error,
 Ctrl-C or SIGTERM. Each phase stores its results as they land, so an interrupted run is
 finished by executing it again: only the missing work is done.
 """
@@ -72,7 +72,12 @@ class Orchestrator:
         self.progress = progress or no_progress
         self.snapshot = run_snapshot(store)
         self.config = ShootoutConfig.model_validate(self.snapshot.config)
-        self.phases: list[Phase] = [SpeedPhase(self.config, self.snapshot),
+        from kurabe.load.phase import LoadPhase
+
+        self.phases: list[Phase] = [*([SpeedPhase(self.config, self.snapshot)]
+                                      if self.config.run.speed else []),
+                                    *([LoadPhase(self.config, self.snapshot)]
+                                      if self.config.load is not None else []),
                                     *quality_phases(self.config, self.snapshot),
                                     *sweep_judging_phases(self.config, self.snapshot)]
         self._terminated = False

@@ -12,6 +12,7 @@ from kurabe.analysis.judge_probes import (
     judge_warnings,
     sweep_scores,
 )
+from kurabe.analysis.load import LoadAnalysis, analyse_load
 from kurabe.analysis.machine import MachineLoad, busy_machine_warning, machine_load
 from kurabe.analysis.speed import FairnessWarning, SpeedAnalysis, analyse_speed
 from kurabe.analysis.sweep import Recommendation, SweepCell, analyse_sweep
@@ -61,6 +62,8 @@ class RunAnalysis:
     # Pairs of the run's model files of the same shapes: do they share weights? One entry
     # per pair: {a, b, verdict, reason, score} (kurabe.lineage, stored at creation).
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    # Load levels (kurabe load, docs/metrics.md "Load"): None when the run has none.
+    load: LoadAnalysis | None = None
 
     @property
     def complete(self) -> bool:
@@ -109,6 +112,8 @@ class RunAnalysis:
             out["machine_load"] = self.machine_load.to_dict()
         if self.lineage:
             out["lineage"] = self.lineage
+        if self.load is not None:
+            out["load"] = self.load.to_json()
         if self.sweep_cells:
             out["reasoning_sweep"] = {
                 "cells": [asdict(c) for c in self.sweep_cells],
@@ -167,6 +172,7 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
         speed.warnings.append(caution)
     probes, contexts = judge_diagnostics(store, snapshot, cfg, quality)
     speed.warnings += judge_warnings(quality, probes, contexts)
+    load_analysis = analyse_load(store) if store.load_levels() else None
     lineage = [{"a": r.model_a, "b": r.model_b, "verdict": r.verdict, "reason": r.reason,
                 "score": r.score} for r in store.lineage()]
     return RunAnalysis(run=run, config=cfg, models=models, speed=speed, measured=measured,
@@ -180,7 +186,7 @@ def analyse_run(store: Store, snapshot: Snapshot) -> RunAnalysis:
                                          and bool(snapshot.calibration_items)),
                        judge_probes=probes, judge_context=contexts,
                        cards=_cards(models, lineage), loading=_loading(models),
-                       lineage=lineage,
+                       lineage=lineage, load=load_analysis,
                        memory_budget_bytes=_budget(cfg.run.memory_budget))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Final
 
 import numpy as np
 from scipy import stats as sps
@@ -285,3 +286,20 @@ def proportion_ci(successes: int, n: int, level: float = CONFIDENCE) -> tuple[fl
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+# Percentiles of load levels (docs/metrics.md, Load): numpy's "linear" method, which is
+# Hyndman and Fan's type 7 (the default of numpy, R and Excel's PERCENTILE.INC): the value at
+# rank 1 + q (n - 1) of the sorted sample, interpolated linearly between neighbours.
+PERCENTILE_METHOD: Final = "linear"
+
+
+def percentiles(values: Sequence[float | None], qs: Sequence[float] = (50, 90, 99)
+                ) -> dict[str, float | None]:
+    """``{"p50": ..., "p90": ..., "p99": ...}`` of the finite values (type 7, linear
+    interpolation); every entry None when there is no value."""
+    sample = _clean(values)
+    if len(sample) == 0:
+        return {f"p{q:g}": None for q in qs}
+    found = np.percentile(sample, [float(q) for q in qs], method=PERCENTILE_METHOD)
+    return {f"p{q:g}": float(v) for q, v in zip(qs, found, strict=True)}

@@ -195,3 +195,59 @@ def timeline(title: str, unit: str, series: list[tuple[str, list[tuple[float, fl
                    f'{escape(span_label)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def xy_curves(title: str, x_label: str, y_label: str,
+              series: list[tuple[str, list[tuple[float, float, str]]]], *,
+              width: int = 680) -> str:
+    """Lines through labelled points (e.g. a throughput–latency curve: x = output tokens/s,
+    y = p99 TTFT, each point labelled with its concurrency), one line per series, in the
+    order given."""
+    shown = [(label, pts) for label, pts in series if pts]
+    if not shown:
+        return ""
+    left, right, top, bottom = 60, 20, 30, 60
+    height = 300
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xmax = max(x for _, pts in shown for x, _, _ in pts) or 1.0
+    ymax = max(y for _, pts in shown for _, y, _ in pts) or 1.0
+
+    def px(x: float) -> float:
+        return left + x / xmax * plot_w
+
+    def py(y: float) -> float:
+        return top + plot_h - y / ymax * plot_h
+
+    out = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" xmlns="http://www.w3.org/2000/svg" data-chart="xy-curves">',
+           f'<title>{escape(title)}</title>',
+           f'<text x="0" y="16" class="chart-title">{escape(title)}</text>',
+           f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" y2="{top + plot_h}" '
+           f'stroke="#999"/><line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" '
+           f'stroke="#999"/>',
+           f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" class="axis">{_num(ymax)}</text>',
+           f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" class="axis">0</text>',
+           f'<text x="{width - right}" y="{top + plot_h + 14}" text-anchor="end" class="axis">'
+           f'{_num(xmax)}</text>',
+           f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle" '
+           f'class="axis">{escape(x_label)}</text>',
+           f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" class="axis" '
+           f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{escape(y_label)}</text>']
+    for i, (label, pts) in enumerate(shown):
+        color = PALETTE[i % len(PALETTE)]
+        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in pts)
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8" '
+                   f'points="{points}" data-series="{escape(label)}"><title>{escape(label)}'
+                   f'</title></polyline>')
+        for x, y, name in pts:
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{color}" '
+                       f'data-x="{x:.6g}" data-y="{y:.6g}"><title>{escape(label)} · '
+                       f'{escape(name)}: {_num(x)} {escape(x_label)}, {_num(y)} '
+                       f'{escape(y_label)}</title></circle>'
+                       f'<text x="{px(x) + 5:.1f}" y="{py(y) - 5:.1f}" class="axis">'
+                       f'{escape(name)}</text>')
+        out.append(f'<rect x="{left + i * 150}" y="{height - 16}" width="10" height="10" '
+                   f'fill="{color}"/><text x="{left + i * 150 + 14}" y="{height - 7}">'
+                   f'{escape(label)}</text>')
+    out.append("</svg>")
+    return "".join(out)

@@ -114,6 +114,37 @@ def _machine_chart(a: RunAnalysis) -> str:
         span=span, span_label="speed measured")
 
 
+def _load_charts(a: RunAnalysis) -> list[str]:
+    """Throughput–latency curves (one line per model, points labelled with the concurrency
+    or rate) and, per model, output tokens and requests in flight over its highest level."""
+    if a.load is None:
+        return []
+    out = []
+    for y_key, y_label in (("ttft_s", "p99 TTFT (s)"), ("itl_s", "p50 ITL (s)")):
+        pick = "p99" if y_key == "ttft_s" else "p50"
+        series = [(model, [(lv["output_tokens_per_s"], lv[y_key][pick],
+                            f"{lv['rate_per_s']:g}/s" if lv["profile"] in ("rate", "poisson")
+                            else f"c={lv['concurrency']}")
+                           for lv in m.levels if lv["output_tokens_per_s"] is not None
+                           and lv[y_key][pick] is not None])
+                  for model, m in a.load.models.items()]
+        out.append(charts.xy_curves(f"throughput–latency: {y_label} against output tokens/s "
+                                    "(end-to-end)", "output tokens/s (end-to-end)", y_label,
+                                    series))
+    for model, m in a.load.models.items():
+        top = max(m.levels, key=lambda lv: (lv["concurrency"] or 0, lv["rate_per_s"] or 0))
+        pts = top["timeline"]
+        end = top["warmup_s"] + (top["wall_s"] or 0)
+        where = (f"{top['rate_per_s']:g} req/s" if top["profile"] in ("rate", "poisson")
+                 else f"concurrency {top['concurrency']}")
+        out.append(charts.timeline(
+            f"{model}, {where}: output tokens and requests in flight over time", "per second",
+            [("output tokens/s", [(p["t_s"], float(p["output_tokens"])) for p in pts]),
+             ("requests in flight (mean)", [(p["t_s"], p["in_flight"]) for p in pts])],
+            span=(top["warmup_s"], end), span_label="measured window"))
+    return [svg for svg in out if svg]
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: resources.files("kurabe.report").joinpath(
@@ -137,6 +168,7 @@ def render_html(a: RunAnalysis, run_dir: Path) -> str:
         ablation_chart=_markup(_ablation_chart(a)),
         machine_chart=_markup(_machine_chart(a)),
         quality_chart=_markup(_quality_chart(a)),
+        load_charts=[_markup(svg) for svg in _load_charts(a)],
         data_json=_markup(_json_for_script(data)), script=_markup(script), csp=csp(script),
         resume=resume_command(run_dir), complete=run_complete(a), failures=run_failures(a),
     )
