@@ -323,6 +323,12 @@ def test_run_with_speed_and_load_and_resume_of_an_interrupted_level(tmp_path, sc
     # attempt's rows are kept
     new = [r for r in rows if r.sent_at_unix_s >= levels[1].started_at_unix_s]
     assert len(new) == 3 and len(rows) == 6
+    # ... and the analysis counts only the rerun's
+    from kurabe.analysis.load import analyse_load
+
+    with Store.open(run_dir, read_only=True) as store:
+        level_json = analyse_load(store).to_json()["models"]["m"]["levels"][1]
+    assert level_json["sent"] == 3 and level_json["completed"] == 3
 
 
 def test_warmup_seconds_are_left_out_of_the_measured_window(tmp_path, script):

@@ -212,7 +212,9 @@ def _run(fn: Callable[[ProgressHook], _T], run_dir: Path) -> _T:
     except RunExistsError as exc:
         _fail(KurabeError(f"{exc}; use `{resume}` or choose another --out folder"))
     except EngineError as exc:
-        stored = (run_dir / "results.sqlite").exists()
+        from kurabe.store import store_exists
+
+        stored = store_exists(run_dir)
         _fail(KurabeError(f"{exc}" + (f" Finish with: {resume}" if stored else "")))
     except KurabeError as exc:
         _fail(exc)

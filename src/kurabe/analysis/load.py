@@ -435,7 +435,10 @@ def analyse_load(store: Store) -> LoadAnalysis:
     analysis = LoadAnalysis()
     by_model: dict[str, list[dict[str, Any]]] = {}
     for level in store.load_levels():
-        rows = store.load_requests(model=level.model, level=level.level)
+        # A level rerun after an interruption keeps the earlier attempt's rows; only this
+        # attempt's (sent after the level row's start) are analysed.
+        rows = [r for r in store.load_requests(model=level.model, level=level.level)
+                if r.sent_at_unix_s >= level.started_at_unix_s]
         level_json, warnings = analyse_level(level, rows)
         by_model.setdefault(level.model, []).append(level_json)
         analysis.warnings += warnings
