@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
@@ -38,6 +40,16 @@ RETRYABLE_KINDS = ("connection", "http_429", "http_503")
 MAX_LINE_BYTES = 8 << 20  # one SSE line longer than this is not a stream kurabe can read
 MAX_ERROR_BODY_BYTES = 64 << 10  # what is read of an error answer or a plain JSON answer
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of the process (the certificates httpx would load).
+    Building one costs about 20 ms of CPU, which a load level making many connection pools
+    would otherwise spend on its event loop."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def http_error_kind(status: int) -> str:
@@ -284,7 +296,7 @@ class ChatClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=min(10.0, stall_timeout_s)), headers=headers,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-            transport=backend.transport(),
+            transport=backend.transport(), verify=tls_context(),
         )
 
     @classmethod
@@ -318,6 +330,13 @@ class ChatClient:
                 return await self.backend.count_prompt_tokens(self._http, messages)
         except (httpx.HTTPError, OSError, TimeoutError):
             return None
+
+    async def open_connection(self) -> None:
+        """Open a pooled connection ahead of the first request (a GET of the endpoint's
+        model list, its answer read and ignored; a failure is left to the requests)."""
+        with contextlib.suppress(httpx.HTTPError, OSError, TimeoutError):
+            async with asyncio.timeout(min(10.0, self.stall_timeout_s)):
+                await self._http.get(f"{self.endpoint.base_url}/models")
 
     async def context_size(self) -> int | None:
         """The context one request may use, when the server says."""

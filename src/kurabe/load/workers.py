@@ -26,7 +26,14 @@ from kurabe import KurabeError
 from kurabe.backends.base import Backend
 from kurabe.load.profiles import LevelPlan, arrival_times
 from kurabe.load.prompts import LoadPrompt
-from kurabe.load.runner import ReplicaBackend, WorkerJob, WorkerResult, replicas_of, run_worker
+from kurabe.load.runner import (
+    ReplicaBackend,
+    WorkerJob,
+    WorkerResult,
+    open_pools,
+    replicas_of,
+    run_worker,
+)
 from kurabe.load.selfcheck import usable_cores
 from kurabe.records import Endpoint, LoadRequestRow
 
@@ -103,13 +110,17 @@ def _worker_main(job: WorkerJob, recipe: tuple[type[Backend], tuple, dict],
         dialect = cls(*args, **kwargs)
         backend = ReplicaBackend(dialect, endpoint)
         replicas = replicas_of(backend, urls, job.client_limits)
-        out.put(("ready", job.worker, None))
-        go.wait()
 
         def emit(rows: list[LoadRequestRow]) -> None:
             out.put(("rows", job.worker, rows))
 
-        result = _run_loop(run_worker(job, replicas, t0.value, emit))
+        async def main() -> WorkerResult:
+            await open_pools(job, replicas)
+            out.put(("ready", job.worker, None))
+            await asyncio.to_thread(go.wait)
+            return await run_worker(job, replicas, t0.value, emit)
+
+        result = _run_loop(main())
         out.put(("done", job.worker, result))
     except BaseException:
         out.put(("failed", job.worker, traceback.format_exc(limit=8)))
@@ -122,8 +133,10 @@ async def run_jobs(jobs: list[WorkerJob], backend: Backend, urls: list[str],
     ``emit`` as they land. Returns each worker's result and the level's ``t0``."""
     limits = jobs[0].client_limits
     if len(jobs) == 1:
+        replicas = replicas_of(backend, urls, limits)
+        await open_pools(jobs[0], replicas)
         t0 = time.perf_counter() + 0.01
-        return [await run_worker(jobs[0], replicas_of(backend, urls, limits), t0, emit)], t0
+        return [await run_worker(jobs[0], replicas, t0, emit)], t0
     ctx = multiprocessing.get_context("spawn")
     out, go, t0v = ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
     recipe = _dialect_recipe(backend)
