@@ -167,7 +167,8 @@ def run_kurabe(url: str, streams: int, n: int, args: argparse.Namespace, work: P
                ) -> ToolRun:
     cmd = [sys.executable, "-m", "kurabe", "load", "--model", f"synthetic={url}",
            "--concurrency", str(streams), "--requests", str(n), "--max-tokens",
-           str(args.tokens), "--prompt-tokens", str(args.prompt_tokens), "--json"]
+           str(args.tokens), "--prompt-tokens", str(args.prompt_tokens),
+           "--workers", str(args.kurabe_workers), "--json"]
     log = work / "kurabe.log"
     code, series, wall = watch(cmd, cwd=work, env=_env(), timeout_s=args.timeout_s, log=log)
     run = ToolRun(cpu_series=series, wall_s=wall, returncode=code)
@@ -414,6 +415,8 @@ def main() -> int:
     parser.add_argument("--levels", default="1,64,256,1024",
                         help="concurrent streams per level (comma-separated)")
     parser.add_argument("--tools", default="kurabe,guidellm,aiperf")
+    parser.add_argument("--kurabe-workers", default="auto",
+                        help="kurabe load --workers (N or auto)")
     parser.add_argument("--ttft-ms", type=float, default=20.0)
     parser.add_argument("--itl-ms", type=float, default=50.0)
     parser.add_argument("--tokens", type=int, default=32, help="output tokens per request")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kurabe import KurabeError, __version__
+from kurabe import KurabeError, __version__, eventloop
 from kurabe.backends.base import Backend, EngineError, backend_class, create_backend, default_kind
 from kurabe.chat_template import model_opens_thinking
 from kurabe.client import ChatClient
@@ -148,7 +148,7 @@ class Orchestrator:
         Raises RunInUseError (before touching anything) when another kurabe executes it."""
         self._claim()
         try:
-            asyncio.run(self._main())
+            eventloop.run(self._main())
             self._finish()
         except (KeyboardInterrupt, RunTerminated):
             self.store.set_status("interrupted")

@@ -14,7 +14,6 @@ worker, in the calling process.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import multiprocessing
 import queue
 import time
@@ -22,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from kurabe import KurabeError
+from kurabe import KurabeError, eventloop
 from kurabe.backends.base import Backend
 from kurabe.load.profiles import LevelPlan, arrival_times
 from kurabe.load.prompts import LoadPrompt
@@ -96,11 +95,7 @@ def _dialect_recipe(backend: Backend) -> tuple[type[Backend], tuple, dict]:
 
 def _run_loop(main: Any) -> Any:
     """A worker's event loop: uvloop's when installed (less CPU per event), else asyncio's."""
-    if importlib.util.find_spec("uvloop") is not None:
-        import uvloop
-
-        return uvloop.run(main)
-    return asyncio.run(main)
+    return eventloop.run(main)
 
 
 def _worker_main(job: WorkerJob, recipe: tuple[type[Backend], tuple, dict],
