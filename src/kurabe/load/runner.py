@@ -245,8 +245,9 @@ class LevelRunner:
                             counts=dict(self._counts), end_s=self.now_s())
 
     async def _sleep_until(self, t_s: float) -> None:
-        delay = t_s - self.now_s()
-        if delay > 0:
+        # uvloop's timers have millisecond resolution and may fire up to 1 ms early: sleep
+        # again for what is left, so nothing is ever sent before its time.
+        while (delay := t_s - self.now_s()) > 0:
             await asyncio.sleep(delay)
 
     # -- profiles --------------------------------------------------------------------------
