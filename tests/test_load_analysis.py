@@ -266,3 +266,18 @@ def test_timeline_from_chunk_times_and_server_counts():
     assert [b["output_tokens"] for b in got] == [1, 3 + 1, 2 + 4]
     # in flight: A over [0.5, 2.3], B over [1.2, 2.6]
     assert [b["in_flight"] for b in got] == pytest.approx([0.5, 1.0 + 0.8, 0.3 + 0.6])
+
+
+def test_send_delay_is_reported_and_flags_a_client_that_held_requests_back(tmp_path):
+    # delays 0.01 .. 0.10 s: p50 0.055, p99 0.0991 > 50 ms; a calm level's stay at 2 ms
+    held = [req(0, output_tokens=5, send_delay_s=0.01 * (i + 1)) for i in range(10)]
+    prompt = [req(1, output_tokens=5, send_delay_s=0.002) for _ in range(10)]
+    out = analyse_load(store_with(tmp_path, [level_row(0), level_row(1)],
+                                  held + prompt)).to_json()
+    lv = out["models"]["m"]["levels"]
+    assert lv[0]["send_delay_s"] == pytest.approx({"p50": 0.055, "p90": 0.091, "p99": 0.0991})
+    assert lv[0]["client_bound"]
+    assert lv[0]["client_bound_reasons"] == [
+        "send delay p99 99.1 ms > 50 ms before requests were written"]
+    assert lv[1]["send_delay_s"]["p99"] == pytest.approx(0.002)
+    assert not lv[1]["client_bound"]

@@ -121,3 +121,21 @@ def test_thinking_exhausted_without_a_tokenizer_is_estimated_from_chunks():
     assert (m.reasoning_tokens, m.reasoning_tokens_source, m.answer_tokens) == (3, "estimate", 0)
     assert m.first_answer_char_s is None and m.answer_decode_tokens_per_s is None
     assert m.thinking_s == pytest.approx(0.2)
+
+
+def test_latencies_start_when_the_request_began_to_be_written():
+    # started at 0; connected and writing at 0.040; first token 0.140; done 0.500
+    rec = StreamRecord(sent_at_unix_s=0.0, t_written_s=0.040, t_done_s=0.500,
+                       finish_reason="stop", usage={"prompt_tokens": 20, "completion_tokens": 3},
+                       chunks=[Chunk(0.140, "a"), Chunk(0.240, "b"), Chunk(0.340, "c")])
+    m = speed_metrics(rec)
+    assert m.send_delay_s == pytest.approx(0.040)
+    assert m.ttft_s == pytest.approx(0.100)
+    assert m.first_answer_char_s == pytest.approx(0.100)
+    assert m.e2e_s == pytest.approx(0.460)
+    assert m.prompt_tokens_per_s == pytest.approx(200.0)
+    assert m.decode_tokens_per_s == pytest.approx(10.0)  # unchanged: chunk to chunk
+    # a transport that cannot say when it wrote: times from the request's start
+    rec.t_written_s = None
+    assert speed_metrics(rec).ttft_s == pytest.approx(0.140)
+    assert speed_metrics(rec).send_delay_s is None

@@ -265,3 +265,32 @@ def test_kurabe_load_holds_1024_streams(tmp_path: Path) -> None:
     assert min(ttft_err) > -0.002
     if _pct(ttft_err, 0.5) > 0.1:
         assert level["client_bound"], (_pct(ttft_err, 0.5), level["client_bound_reasons"])
+
+
+def test_kurabe_client_times_from_when_the_request_was_written(server_process) -> None:
+    """The client records when it began writing each request; its TTFT starts there and
+    agrees with the server's own (first token written − request received) within 5 ms."""
+    from kurabe.backends.openai import OpenAIEndpoint
+    from kurabe.client import ChatClient
+    from kurabe.metrics import speed_metrics
+    from kurabe.records import ChatRequest
+
+    url, _truth = server_process
+    backend = OpenAIEndpoint("s", url)
+    backend.start()
+
+    async def run():
+        async with ChatClient(backend) as client:
+            return [await client.stream_chat(ChatRequest(messages=[CHAT], max_tokens=4))
+                    for _ in range(3)]
+
+    records = asyncio.run(run())
+    truth = httpx.get(url.removesuffix("/v1") + "/ground_truth").json()["requests"]
+    assert len(truth) == 3
+    for rec, server in zip(records, truth, strict=True):
+        assert rec.error is None
+        assert rec.t_written_s is not None and 0 <= rec.t_written_s < rec.chunks[0].t_s
+        m = speed_metrics(rec)
+        assert m.send_delay_s == rec.t_written_s
+        server_ttft = server["token_perf_s"][0] - server["received_perf_s"]
+        assert abs(m.ttft_s - server_ttft) < 0.005

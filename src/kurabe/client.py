@@ -397,8 +397,15 @@ class ChatClient:
         t0 = time.perf_counter()
         whole = asyncio.timeout(self.timeout_s)
         idle = asyncio.timeout(self.stall_timeout_s)
+
+        async def trace(event: str, _info: dict[str, Any]) -> None:
+            # the connection is about to write the request (connected, nothing else left)
+            if event.endswith("send_request_headers.started") and record.t_written_s is None:
+                record.t_written_s = time.perf_counter() - t0
+
         try:
-            async with whole, idle, self._http.stream("POST", url, json=body) as response:
+            async with whole, idle, self._http.stream(
+                    "POST", url, json=body, extensions={"trace": trace}) as response:
                 record.http_status = status = response.status_code
                 idle.reschedule(loop.time() + self.stall_timeout_s)
                 if status != 200:

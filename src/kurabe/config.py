@@ -222,7 +222,9 @@ class LoadConfig(_Strict):
     prompt_tokens: Annotated[int, Field(ge=1)] | None = None  # synthetic prompts of N tokens
     slo: SLOConfig = SLOConfig()
     workers: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
-    streams_per_worker: Annotated[int, Field(ge=1)] = 256  # "auto": one worker per this many
+    # "auto": one worker process per this many streams (at 256 streams on 2 cores, two workers
+    # halved the TTFT error against a server whose timing is known: benchmarks/load_vs_peers.py)
+    streams_per_worker: Annotated[int, Field(ge=1)] = 128
     models: list[str] | None = None  # default: every model
     seed: int = 0
     # How long requests still in flight at a level's end may run on before they are

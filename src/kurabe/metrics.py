@@ -100,7 +100,10 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
     timed = split_stream(rec.timed_chunks(), starts_in_reasoning=starts_in_reasoning,
                          finish_reason=rec.finish_reason)
     split = timed.split
-    ttft = chunks[0].t_s if chunks else None
+    # Times run from the moment the client began writing the request on its open connection,
+    # when the transport says; the client's own time before that is send_delay_s.
+    t_sent = rec.t_written_s or 0.0
+    ttft = (chunks[0].t_s - t_sent) if chunks else None
     window = (chunks[-1].t_s - chunks[0].t_s) if chunks else None  # first token to last token
 
     prompt_tokens = (rec.usage or {}).get("prompt_tokens")
@@ -144,11 +147,12 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
             # A first reasoning chunk means a last one too.
             assert timed.t_last_reasoning_s is not None
             end = timed.t_last_reasoning_s
-        thinking = end - (ttft or 0.0)
+        thinking = end - chunks[0].t_s
     return SpeedMetrics(
         ttft_s=ttft,
-        first_answer_char_s=timed.t_first_answer_s,
-        e2e_s=rec.t_done_s,
+        first_answer_char_s=(timed.t_first_answer_s - t_sent
+                             if timed.t_first_answer_s is not None else None),
+        e2e_s=(rec.t_done_s - t_sent) if rec.t_done_s is not None else None,
         prompt_tokens=prompt_tokens,
         output_tokens=n_out,
         output_tokens_source=source,
@@ -174,7 +178,9 @@ def speed_metrics(rec: StreamRecord, *, starts_in_reasoning: bool | None = None,
         outcome=outcome(split, rec.finish_reason) if not rec.error else "error",
         reasoning_format=split.format,
         leaked_markers=split.leaked_markers,
-        first_reasoning_s=timed.t_first_reasoning_s,
+        first_reasoning_s=(timed.t_first_reasoning_s - t_sent
+                           if timed.t_first_reasoning_s is not None else None),
+        send_delay_s=rec.t_written_s,
         thinking_s=thinking,
         reasoning_tokens=reasoning_tokens,
         answer_tokens=answer_tokens,
@@ -199,6 +205,10 @@ METRIC_DOCS: dict[str, str] = {
     "first_answer_char_s": "time to first answer character = t(first chunk with answer "
                            "text) − t(sent); equals TTFT unless the model reasons first",
     "e2e_s": "end-to-end latency = t(end of stream) − t(request sent)",
+    "send_delay_s": "send delay = t(request sent) − t(request started): the client's own "
+                    "time to build the request and connect (when it must); t(request sent), "
+                    "where every latency starts, is when the client began writing the "
+                    "request on its open connection",
     "prompt_tokens_per_s": "prompt tokens/s = prompt_tokens (server's usage) / TTFT; "
                            "includes HTTP and the first decode step",
     "decode_tokens_per_s": "decode tokens/s = tokens generated after the first text chunk up "

@@ -91,6 +91,9 @@ class StreamRecord:
     sent_at_unix_s: float
     chunks: list[Chunk] = field(default_factory=list)
     t_done_s: float | None = None  # end of stream ([DONE] or connection close)
+    # When the client began writing the request on its open connection (any connect done),
+    # from the request's start; None when the transport does not say (the in-process backend).
+    t_written_s: float | None = None
     finish_reason: str | None = None
     usage: JSON | None = None
     timings: JSON | None = None  # llama.cpp's own clock for this request
@@ -178,6 +181,8 @@ class SpeedMetrics:
     decode_clock: str | None = None  # client | server
     clock_agreement: float | None = None  # client decode rate / server's, same request
     token_attribution: str | None = None  # server (per-chunk counts) | assumed (1st chunk = 1)
+    # The client's own time from starting the request to having written it (connect included).
+    send_delay_s: float | None = None
 
     def to_dict(self) -> JSON:
         return asdict(self)

@@ -26,6 +26,9 @@ from kurabe.store import Store
 # a worker process using 90% of a core has no headroom left to read more streams.
 LOOP_LAG_P99_LIMIT_S = 0.020
 SEND_LAG_P99_LIMIT_S = 0.050
+# The client's own delay before it began writing a request (send_delay_s): past this at the
+# 99th percentile the client held requests back, and the server saw less load than asked.
+SEND_DELAY_P99_LIMIT_S = 0.050
 WORKER_CPU_LIMIT_CORES = 0.9
 # The client takes CPU from a local engine when it used more than this share of one core
 # while the engine used at least half of what the client left.
@@ -112,7 +115,8 @@ def meets_slo(row: LoadRequestRow, slo: dict[str, Any]) -> bool:
     return True
 
 
-def _client_checks(level: LoadLevelRow) -> tuple[float | None, bool, list[str]]:
+def _client_checks(level: LoadLevelRow, send_delay_p99: float | None = None
+                   ) -> tuple[float | None, bool, list[str]]:
     """client_cpu_cores, client_bound and the reasons it fired."""
     client = level.client or {}
     wall = _num(client.get("wall_s"))
@@ -127,6 +131,9 @@ def _client_checks(level: LoadLevelRow) -> tuple[float | None, bool, list[str]]:
     if level.profile in OPEN_LOOP and send is not None and send > SEND_LAG_P99_LIMIT_S:
         reasons.append(f"send lag p99 {send * 1000:.1f} ms > "
                        f"{SEND_LAG_P99_LIMIT_S * 1000:.0f} ms behind schedule")
+    if send_delay_p99 is not None and send_delay_p99 > SEND_DELAY_P99_LIMIT_S:
+        reasons.append(f"send delay p99 {send_delay_p99 * 1000:.1f} ms > "
+                       f"{SEND_DELAY_P99_LIMIT_S * 1000:.0f} ms before requests were written")
     for i, worker_cpu in enumerate(client.get("per_worker_cpu_s") or []):
         busy = _num(worker_cpu)
         if busy is not None and wall and busy / wall >= WORKER_CPU_LIMIT_CORES:
@@ -330,7 +337,9 @@ def analyse_level(level: LoadLevelRow, rows: list[LoadRequestRow]
     has_slo = any(_num(slo.get(k)) is not None for k in ("ttft_s", "itl_s", "e2e_s"))
     good = sum(1 for r in completed if meets_slo(r, slo)) if has_slo else None
     decode = [v for r in completed if (v := _metric(r, "decode_tokens_per_s")) is not None]
-    cores, bound, reasons = _client_checks(level)
+    send_delay = percentiles([_metric(r, "send_delay_s") for r in measured
+                              if r.status != "cancelled"])
+    cores, bound, reasons = _client_checks(level, _num((send_delay or {}).get("p99")))
     if bound:
         warnings.append(LoadWarning("client_bound", f"{label}: the client, not the server, "
                                     "may have been the limit: " + "; ".join(reasons)))
@@ -365,6 +374,7 @@ def analyse_level(level: LoadLevelRow, rows: list[LoadRequestRow]
         "ttft_s": percentiles(series["ttft_s"]),
         "itl_s": percentiles(series["itl_s"]),
         "e2e_s": percentiles(series["e2e_s"]),
+        "send_delay_s": send_delay,
         "samples": {k: sum(1 for v in vs if v is not None) for k, vs in series.items()},
         "errors": dict(sorted(errors.items())),
         "sent": sent,
