@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from kurabe import netio
 from kurabe.records import ChatRequest, Chunk, StreamRecord
 from kurabe.redact import redact
 
@@ -296,7 +297,7 @@ class ChatClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=min(10.0, stall_timeout_s)), headers=headers,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-            transport=backend.transport(), verify=tls_context(),
+            transport=backend.transport() or netio.transport(tls_context()),
         )
 
     @classmethod
