@@ -95,9 +95,11 @@ def arrival_times(plan: LevelPlan, *, horizon_s: float | None = None,
     while True:
         if count is not None and len(times) >= count:
             break
-        if horizon_s is not None and t >= horizon_s:
+        # an arrival at the horizon itself (up to rounding) belongs to the next level
+        if horizon_s is not None and t >= horizon_s - 1e-9:
             break
         times.append(t)
-        t += (rng.expovariate(plan.rate_per_s) if plan.profile == "poisson"
-              else 1.0 / plan.rate_per_s)
+        # even arrivals as i / rate, not summed gaps: 10 gaps of 0.05 s sum to just under 0.5
+        t = (t + rng.expovariate(plan.rate_per_s) if plan.profile == "poisson"
+             else len(times) / plan.rate_per_s)
     return times
