@@ -5,6 +5,7 @@ llama.cpp servers whose own timings and /metrics counters are the independent so
 from __future__ import annotations
 
 import itertools
+import random
 import statistics
 
 import httpx
@@ -262,11 +263,16 @@ def test_synthetic_prompts_have_their_length(two_slot_server):
             return await synthetic_prompts(client, 12, n=3)
 
     prompts = asyncio.run(build())
-    assert len({p.messages[0]["content"] for p in prompts}) == 3  # all different
-    for p in prompts:  # counted again here, straight from the server's tokenizer
+    # every request gets a variant of a base prompt: all different, all of the same length
+    assert all(p.slots == 3 and len(p.swaps) >= 8 for p in prompts)
+    rng = random.Random(1)
+    variants = [p.variant(i) for p in prompts
+                for i in (0, 1, 2, *rng.sample(range(len(p.swaps) ** 3), 5))]
+    texts = [v.messages[0]["content"] for v in variants]
+    assert len(set(texts)) == len(texts)
+    for text in texts:  # counted again here, straight from the server's tokenizer
         tokens = httpx.post(f"{two_slot_server.endpoint.server_root}/tokenize",
-                            json={"content": p.messages[0]["content"],
-                                  "add_special": False}).json()["tokens"]
+                            json={"content": text, "add_special": False}).json()["tokens"]
         assert len(tokens) == 12
 
 

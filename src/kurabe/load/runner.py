@@ -285,7 +285,8 @@ class LevelRunner:
     async def _send(self, scheduled_s: float | None) -> None:
         job = self.job
         n = self._counts["sent"]
-        prompt = job.prompts[(n * job.workers + job.worker) % len(job.prompts)]
+        index = n * job.workers + job.worker  # this request's number in the level
+        prompt = job.prompts[index % len(job.prompts)].variant(index // len(job.prompts))
         req = ChatRequest(messages=prompt.messages, **job.request)
         replica = self.picker.pick()
         client, pool_in_flight = replica.pool()

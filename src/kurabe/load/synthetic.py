@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import heapq
 import importlib.util
 import itertools
@@ -98,16 +99,24 @@ class RequestTruth:
     token_perf_s: list[float] = field(default_factory=list)  # after each token's write returned
     end_perf_s: float | None = None  # after the last byte of the answer was written
     status: str = "in_flight"  # in_flight | completed | client_closed
+    prompt_digest: str = ""  # prompt_digest() of its messages: pairs it with a client's record
 
     def to_dict(self, offset_s: float) -> dict[str, Any]:
         return {"request_id": self.request_id, "status": self.status, "stream": self.stream,
                 "prompt_tokens": self.prompt_tokens, "planned_tokens": self.planned_tokens,
+                "prompt_digest": self.prompt_digest,
                 "output_tokens": len(self.token_perf_s),
                 "received_perf_s": self.received_perf_s,
                 "received_unix_s": self.received_perf_s + offset_s,
                 "token_perf_s": self.token_perf_s,
                 "end_perf_s": self.end_perf_s,
                 "end_unix_s": None if self.end_perf_s is None else self.end_perf_s + offset_s}
+
+
+def prompt_digest(messages: Any) -> str:
+    """A short digest of a chat's messages, recorded with each request's ground truth, so a
+    client's stored request can be paired with what the server did for it."""
+    return hashlib.sha1(_prompt_text(messages).encode("utf-8")).hexdigest()[:16]
 
 
 def _prompt_text(messages: Any) -> str:
@@ -289,7 +298,8 @@ class SyntheticServer:
         else:
             planned, finish = self.tokens, "stop"
         stream = bool(body.get("stream"))
-        truth = RequestTruth(next(self._ids), now, len(prompt.split()), planned, stream)
+        truth = RequestTruth(next(self._ids), now, len(prompt.split()), planned, stream,
+                             prompt_digest=hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:16])
         self.truths.append(truth)
         self.requests_processing += 1
         created = int(time.time())
