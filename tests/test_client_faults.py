@@ -76,3 +76,17 @@ def test_server_errors_are_recorded_not_retried():
     rec, calls = run(["500", "ok"])
     assert calls == ["500"] and rec.http_status == 500 and "boom" in rec.error
     assert rec.error_kind == "http_5xx" and rec.retries == []
+
+
+def test_a_prompt_refused_for_its_length_is_context_exceeded():
+    """llama.cpp, OpenAI and vLLM each say so in their own words; any other 400 stays 4xx."""
+    from kurabe.client import http_error_kind
+
+    llama = ('{"error":{"code":400,"message":"request (590 tokens) exceeds the available '
+             'context size (512 tokens), try increasing it","type":"exceed_context_size_error"}}')
+    openai = '{"error":{"code":"context_length_exceeded","message":"..."}}'
+    vllm = ('{"object":"error","message":"This model\'s maximum context length is 4096 '
+            'tokens. However, you requested 5000 tokens."}')
+    assert [http_error_kind(400, b) for b in (llama, openai, vllm)] == ["context_exceeded"] * 3
+    assert http_error_kind(400, '{"error": "bad json"}') == "http_4xx"
+    assert http_error_kind(500, llama) == "http_5xx"

@@ -166,3 +166,23 @@ def test_external_endpoint_uses_the_key_from_the_environment(smollm2_path, tmp_p
 def test_unreachable_endpoint_is_a_clear_error():
     with pytest.raises(EngineError, match="cannot reach"):
         OpenAIEndpoint("gone", "http://127.0.0.1:9").start()
+
+
+@pytest.mark.engine
+def test_a_prompt_longer_than_the_context_is_context_exceeded(smollm2_path, tmp_path):
+    """llama.cpp refuses a prompt that does not fit its context with HTTP 400: stored as
+    ``context_exceeded``, not as a generic 4xx, and never retried."""
+    server = LlamaCppServer("smollm2", smollm2_path, ctx=256, log_path=tmp_path / "s.log")
+    server.start()
+    try:
+        async def send():
+            async with ChatClient(server) as client:
+                return await client.stream_chat(ChatRequest(
+                    messages=[{"role": "user", "content": "rain " * 400}], max_tokens=8))
+
+        record = asyncio.run(send())
+    finally:
+        server.stop()
+    assert record.http_status == 400
+    assert record.error_kind == "context_exceeded", record.error
+    assert record.attempts == 1 and record.retries == []

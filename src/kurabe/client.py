@@ -55,7 +55,15 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def http_error_kind(status: int) -> str:
+# What servers say when a prompt does not fit the context: llama.cpp's error type, OpenAI's
+# and vLLM's code and message.
+_CONTEXT_REFUSALS = ("exceed_context_size_error", "context_length_exceeded",
+                     "maximum context length")
+
+
+def http_error_kind(status: int, body: str = "") -> str:
+    if status in (400, 413) and any(t in body for t in _CONTEXT_REFUSALS):
+        return "context_exceeded"
     if status == 429:
         return "http_429"
     if status == 503:
@@ -416,7 +424,7 @@ class ChatClient:
                     text = (await _read_some(response, MAX_ERROR_BODY_BYTES)).decode(
                         "utf-8", "replace")
                     record.error = f"HTTP {status}: {_one_line(text)}"
-                    record.error_kind = http_error_kind(status)
+                    record.error_kind = http_error_kind(status, text)
                     asked = retry_after_s(response.headers.get("retry-after"))
                     finished = True
                     return record, asked

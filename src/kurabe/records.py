@@ -29,7 +29,9 @@ ERROR_KINDS: dict[str, str] = {
     "not_a_stream": "the server answered a streamed request with plain JSON",
     "server_error_event": "the stream carried an error object from the server",
     "engine_exited": "the model's engine exited (the request failed or was never sent)",
-    "context_exceeded": "the judge's prompt does not fit its context (never sent, not retried)",
+    "context_exceeded": "the prompt does not fit the model's context: found before sending "
+                        "(a judge's prompts, never sent) or refused by the server for its "
+                        "length; a judge's is not retried",
 }
 
 

@@ -110,7 +110,7 @@ class LlamaCppDialect(Backend):
                 if resp.status_code != 200:
                     return None
                 return len(resp.json().get("tokens") or [])
-            except httpx.RemoteProtocolError:
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                 continue
             except (httpx.HTTPError, ValueError, AttributeError, TypeError):
                 return None  # no answer, or not {"tokens": [...]}: no count
@@ -121,17 +121,21 @@ class LlamaCppDialect(Backend):
         """The prompt as the server renders it (/apply-template), then tokenized with its
         special tokens (/tokenize)."""
         root = self.endpoint.server_root
-        try:
-            resp = await http.post(f"{root}/apply-template", json={"messages": messages})
-            prompt = resp.json().get("prompt") if resp.status_code == 200 else None
-            if not isinstance(prompt, str):
+        for _attempt in range(2):  # a pooled connection the server closed: retry once
+            try:
+                resp = await http.post(f"{root}/apply-template", json={"messages": messages})
+                prompt = resp.json().get("prompt") if resp.status_code == 200 else None
+                if not isinstance(prompt, str):
+                    return None
+                resp = await http.post(f"{root}/tokenize",
+                                       json={"content": prompt, "add_special": True})
+                tokens = resp.json().get("tokens") if resp.status_code == 200 else None
+                return len(tokens) if isinstance(tokens, list) else None
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                continue
+            except (httpx.HTTPError, ValueError, AttributeError, TypeError):
                 return None
-            resp = await http.post(f"{root}/tokenize",
-                                   json={"content": prompt, "add_special": True})
-            tokens = resp.json().get("tokens") if resp.status_code == 200 else None
-            return len(tokens) if isinstance(tokens, list) else None
-        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
-            return None
+        return None
 
     async def context_size(self, http: httpx.AsyncClient) -> int | None:
         """One slot's context (llama-server's /props ``default_generation_settings.n_ctx``,
