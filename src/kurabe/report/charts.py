@@ -11,6 +11,16 @@ from html import escape
 PALETTE = ("#3b6ea8", "#d9822b", "#4a9b5f", "#b5485d", "#7b5ea7", "#8c8c3a")
 
 
+def _legend_x(left: int, labels: list[str]) -> list[int]:
+    """Where each legend entry starts: after the one before, by its label's length (about 7
+    px a character at the charts' 11-12 px font), so long labels do not overlap."""
+    xs, x = [], left
+    for label in labels:
+        xs.append(x)
+        x += 24 + 7 * len(label)
+    return xs
+
+
 def _num(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
 
@@ -143,6 +153,7 @@ def timeline(title: str, unit: str, series: list[tuple[str, list[tuple[float, fl
     if not shown:
         return ""
     left, right, top, bottom, height = 50, 12, 30, 44, 240
+    legend = _legend_x(left, [label for label, _ in shown] + [span_label])
     plot_w, plot_h = width - left - right, height - top - bottom
     xmax = max(x for _, pts in shown for x, _ in pts) or 1.0
     top_value = max([y for _, pts in shown for _, y in pts] + [ymax or 0.0,
@@ -185,11 +196,12 @@ def timeline(title: str, unit: str, series: list[tuple[str, list[tuple[float, fl
                    f'points="{points}" data-series="{escape(label)}" '
                    f'data-max="{max(y for _, y in pts):.6g}"><title>{escape(label)}</title>'
                    f'</polyline>')
-        out.append(f'<rect x="{left + i * 150}" y="{height - 16}" width="10" height="10" '
-                   f'fill="{color}"/><text x="{left + i * 150 + 14}" y="{height - 7}">'
+        lx = legend[i]
+        out.append(f'<rect x="{lx}" y="{height - 16}" width="10" height="10" '
+                   f'fill="{color}"/><text x="{lx + 14}" y="{height - 7}">'
                    f'{escape(label)}</text>')
     if span is not None and span_label:
-        x = left + len(shown) * 150
+        x = legend[len(shown)]
         out.append(f'<rect x="{x}" y="{height - 16}" width="10" height="10" fill="#eef3fa" '
                    f'stroke="#999"/><text x="{x + 14}" y="{height - 7}">'
                    f'{escape(span_label)}</text>')
@@ -207,6 +219,7 @@ def xy_curves(title: str, x_label: str, y_label: str,
     if not shown:
         return ""
     left, right, top, bottom = 60, 20, 30, 60
+    legend = _legend_x(left, [label for label, _ in shown])
     height = 300
     plot_w, plot_h = width - left - right, height - top - bottom
     xmax = max(x for _, pts in shown for x, _, _ in pts) or 1.0
@@ -244,10 +257,14 @@ def xy_curves(title: str, x_label: str, y_label: str,
                        f'data-x="{x:.6g}" data-y="{y:.6g}"><title>{escape(label)} · '
                        f'{escape(name)}: {_num(x)} {escape(x_label)}, {_num(y)} '
                        f'{escape(y_label)}</title></circle>'
-                       f'<text x="{px(x) + 5:.1f}" y="{py(y) - 5:.1f}" class="axis">'
-                       f'{escape(name)}</text>')
-        out.append(f'<rect x="{left + i * 150}" y="{height - 16}" width="10" height="10" '
-                   f'fill="{color}"/><text x="{left + i * 150 + 14}" y="{height - 7}">'
+                       # near the right edge the label goes to the point's left
+                       + (f'<text x="{px(x) - 5:.1f}" y="{py(y) - 5:.1f}" class="axis" '
+                          f'text-anchor="end">' if px(x) > width - right - 60 else
+                          f'<text x="{px(x) + 5:.1f}" y="{py(y) - 5:.1f}" class="axis">')
+                       + f'{escape(name)}</text>')
+        lx = legend[i]
+        out.append(f'<rect x="{lx}" y="{height - 16}" width="10" height="10" '
+                   f'fill="{color}"/><text x="{lx + 14}" y="{height - 7}">'
                    f'{escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)
