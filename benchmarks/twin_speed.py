@@ -17,6 +17,13 @@ round's rates and paired ratio, then the ratio over all rounds: the geometric me
 files, as the sampled units (:func:`kurabe.analysis.stats.paired_ratio` with rounds as
 clusters), and whether it lies within 5%.
 
+Before each shootout every file of the round is written to disk and dropped from the page
+cache (``fsync`` then ``POSIX_FADV_DONTNEED``), so each engine maps pages read back from disk
+the same way. Without that, how a file was written decides how its page cache is laid out:
+on this machine (Linux 6.18, ext4) a file written in big chunks from Python is mapped with
+2 MiB pages where a ``cp`` copy is not, and the same bytes then decoded up to ~6% apart
+(docs/twins.md). ``--page-cache keep`` leaves the files as written, to see that effect.
+
 ``--control`` adds a second fresh copy of the real file to every round (``real-2``): the same
 bytes, so ``real-2/real`` is the placement noise floor measured the same way.
 
@@ -92,9 +99,11 @@ def within(r: Ratio) -> str:
     if r.ci_low is None or r.ci_high is None:
         return f"{'yes' if point else 'NO'} (ratio {r.ratio - 1:+.2%}; no interval)"
     whole = 1 - TOLERANCE < r.ci_low and r.ci_high < 1 + TOLERANCE
-    return (f"{'yes' if point else 'NO'}: ratio {r.ratio - 1:+.2%}; the whole interval "
-            f"({r.ci_low - 1:+.2%} to {r.ci_high - 1:+.2%}) "
-            f"{'is' if whole else 'is NOT'} within ±{TOLERANCE:.0%}")
+    outside = r.ci_high < 1 - TOLERANCE or r.ci_low > 1 + TOLERANCE
+    # yes: the whole interval inside; NO: the whole interval outside; else undecided.
+    verdict = "yes" if whole else "NO" if outside else "undecided"
+    return (f"{verdict}: ratio {r.ratio - 1:+.2%} (point {'inside' if point else 'outside'}), "
+            f"95% interval {r.ci_low - 1:+.2%} to {r.ci_high - 1:+.2%}")
 
 
 def comparison(analysis: RunAnalysis, a: str, b: str, metric: str) -> Ratio:
@@ -102,7 +111,13 @@ def comparison(analysis: RunAnalysis, a: str, b: str, metric: str) -> Ratio:
     for c in analysis.speed.comparisons:
         if (c.a, c.b, c.metric) == (a, b, metric):
             return c.ratio
-    raise SystemExit(f"the run has no {metric} comparison of {a} with {b}")
+    # The run compares models in the order listed (real/real-2); the control reads
+    # real-2/real, from the same pairs, clustered by prompt like the run's own.
+    rows = pairs(analysis, a, b, metric)
+    if not rows:
+        raise SystemExit(f"the run has no {metric} pairs of {a} with {b}")
+    return paired_ratio([x for x, _, _ in rows], [y for _, y, _ in rows],
+                        clusters=[c for _, _, c in rows])
 
 
 def weights_line(analysis: RunAnalysis, model: str) -> str:
@@ -122,6 +137,17 @@ def mean_of(analysis: RunAnalysis, model: str, key: str) -> str:
         return "-"
     lo, hi = min(values), max(values)
     return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
+
+
+def evict(paths: list[Path]) -> None:
+    """Write ``paths`` to disk and drop their pages, so the engine reads each back alike."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def shootout(name: str, twin: Path, copies: list[Path], run_dir: Path,
@@ -211,6 +237,9 @@ def main() -> int:
     p.add_argument("--control", action="store_true",
                    help="add a second fresh copy of the real file (the placement noise floor)")
     p.add_argument("--keep", action="store_true", help="keep the twins and copies")
+    p.add_argument("--page-cache", choices=("evict", "keep"), default="evict",
+                   help="drop every file's pages before its shootout (default), or keep "
+                        "them as the writes left them")
     opts = p.parse_args()
 
     every = load_prompt_set("builtin:speed")
@@ -220,7 +249,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"engine flags: ctx {opts.ctx}, threads {opts.threads}; fixed_length, "
           f"{opts.max_tokens} tokens, {len(prompts)} prompts x {opts.repeats} repeats, "
-          f"{opts.warmup} warm-up; load average at start {os.getloadavg()[0]:.2f} "
+          f"{opts.warmup} warm-up; page cache: {opts.page_cache}; "
+          f"load average at start {os.getloadavg()[0]:.2f} "
           f"({usable_cores()} usable cores)")
     run_dirs = []
     summaries = []
@@ -236,6 +266,8 @@ def main() -> int:
                 copies.append(work / f"{name}-real2-r{round_no}.gguf")
             for copy in copies:
                 shutil.copyfile(builtin_path(f"builtin:{name}"), copy)
+            if opts.page_cache == "evict":
+                evict([twin, *copies])
             print(f"round {round_no}: twin of builtin:{name} (seed {round_no}, "
                   f"{written.file_bytes / 2**20:.1f} MiB, {written.seconds:.1f} s) and "
                   f"{len(copies)} fresh cop{'ies' if len(copies) > 1 else 'y'} of the real "
