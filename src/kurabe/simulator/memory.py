@@ -738,16 +738,26 @@ class _Builder:
 
     def build(self) -> _Graph:
         s, L, g, E, T = self.s, self.L, self.g, self.E, self.T
+        tok_embd = _w(E, L.n_vocab)
         tokens = _inp(T, dt=I32)
-        embd_in = _inp(E, T)
-        x = _op("get_rows", (E, T), _w(E, L.n_vocab), tokens)
-        # Why: the embedding input offers two sources (token ids or raw vectors); both are
-        # graph inputs and the unused one stays allocated for the whole graph.
+        x = _op("get_rows", (E, T), tok_embd, tokens)
         g.expand(x)
-        g.expand(embd_in)
-        # Why: the server's graph holds one more embedding-sized input alive throughout
-        # (seen in every load log as a constant n_embd x n_ubatch floats above the layers).
+        # Why: the server's graph also builds a "mixed" embedding input (inp_mixed_tokens,
+        # inp_mixed_embd, inp_mixed_slots in the load log): a gather of token rows, a copy
+        # (dup) of an n_embd x n_ubatch vector input, and a set_rows of the rows into that
+        # copy. The inputs and the gather are freed once read, the copy is never read and
+        # stays allocated to the end; the freed vector input leaves an n_embd x n_ubatch hole
+        # low in the buffer that later small tensors (the MoE router's, SSM states) fill.
+        mixed_tokens = _inp(T, dt=I32)
+        mixed_rows = _op("get_rows", (E, T), tok_embd, mixed_tokens)
+        g.expand(mixed_rows)
+        # Why: the embedding input offers two sources (token ids or raw vectors); both are
+        # graph inputs and the unused one stays allocated for the whole graph. Its leaf sits
+        # between the mixed path's token ids and its slots (the order of the inputs' offsets
+        # in a real load), which decides which freed inputs end up adjacent.
         g.expand(_inp(E, T))
+        mixed = _op("dup", (E, T), _inp(E, T))
+        g.expand(_set_rows(mixed, mixed_rows, _inp(T, dt=I64)))
         if self.arch in ("gemma", "gemma2", "gemma3", "gemma3n", "gemma4"):
             x = _un(x, "scale")  # Why: Gemma scales embeddings by sqrt(n_embd) in place.
         # Why: multi-section (M-RoPE / IMRoPE) models feed 4 positions per token.
@@ -983,10 +993,13 @@ class _Builder:
                           _view(qkv, T // n_seqs, conv_dim, n_seqs))
             g.expand(_cpy(_view(conv_in, rec.d_conv - 1, conv_dim, n_seqs),
                           _w(rec.conv_floats_per_seq, n_seqs)))
-            # The SSM state rows are gathered here but first used by the delta-net op below,
-            # which is where the graph picks them up (they are not expanded early).
+            # Why: build_rs gathers the SSM state rows here and at once copies the rows of the
+            # states it does not use back into the cache (an empty copy in the reserve graph),
+            # which expands the gather into the graph before the convolution (a load of a
+            # Qwen3.5-MoE twin shows it ahead of ssm_conv, in the hole the inputs left).
             state = _op("get_rows", (rec.ssm_floats_per_seq, n_seqs),
                         _w(rec.ssm_floats_per_seq, n_seqs), self.s_copy)
+            g.expand(state)
             conv = _un(_op("ssm_conv", (conv_dim, T // n_seqs, n_seqs), conv_in,
                            _w(rec.d_conv, conv_dim)))
             # L2 norm of Q and K: an RMS norm (new tensor, its input is a view), scaled in place.
