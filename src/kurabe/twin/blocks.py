@@ -11,6 +11,9 @@ deviation (0.02 for a weight matrix), nothing that can overflow in a forward pas
 * Types with a minimum (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) get the minimum that centres the quants
   (``m = -7.5 d`` for 4-bit quants, ...); the K types' packed 6-bit mins are set equal to
   their scales so that every sub-block is centred.
+* Every fp16 scale is spread per block (log-uniform over a factor of 4, its root mean square
+  kept), as trained weights' are: constant scales made the engine slower (see
+  :func:`scale_spread`).
 * MXFP4 has a power-of-two (E8M0) scale and a symmetric value table: one exponent for all.
 * F32, F16 and BF16 are normal samples.
 
@@ -194,8 +197,26 @@ def random_blocks(qtype: QT | int, n_blocks: int, rng: np.random.Generator,
         blocks[:, 0] = min(254, max(2, exponent))
         return blocks
     signs = np.sign(_read_scale(qtype, blocks)).astype(np.float32)
-    _set_scale(qtype, blocks, signs * np.float32(factor))
+    _set_scale(qtype, blocks, signs * np.float32(factor) * scale_spread(n_blocks, rng))
     return blocks
+
+
+# Why: trained weights have a different scale in every block, and the engine's speed depends
+# on it. ggml converts each block's fp16 scale to float through a lookup table; with one
+# scale value for a whole tensor every block reads the same table entry, and a twin with
+# constant scales decoded up to 12% slower than the real file (SmolLM2-135M, Q4_1, one
+# thread), while the same twin with scales spread per block decoded as fast as the real one
+# (docs/twins.md, "Where the gap comes from").
+SPREAD = 2.0  # block scales spread log-uniformly over [1/SPREAD, SPREAD] x the mean
+# E[f^2] of that spread, so the values' standard deviation stays the one asked for
+_SPREAD_RMS = math.sqrt((SPREAD ** 2 - SPREAD ** -2) / (4 * math.log(SPREAD)))
+
+
+def scale_spread(n_blocks: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-block magnitude factors for the scales: log-uniform over [1/SPREAD, SPREAD],
+    normalised to a root mean square of 1 (so the requested deviation is kept)."""
+    log_f = rng.uniform(-math.log(SPREAD), math.log(SPREAD), n_blocks)
+    return (np.exp(log_f) / _SPREAD_RMS).astype(np.float32)
 
 
 def _read_scale(qtype: QT, blocks: np.ndarray) -> np.ndarray:
