@@ -14,12 +14,13 @@ Run: .venv/bin/python benchmarks/lineage_speed.py [--dir /tmp] [--set num_expert
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from pagecache import evict  # benchmarks/ (the script's folder) is on sys.path
 
 from kurabe.lineage import DEFAULT_SAMPLE, FAST_SAMPLE, Sample, compare_lineage
 from kurabe.lineage.variants import write_variant
@@ -28,16 +29,6 @@ from kurabe.twin.make import make_twin
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "article-models" / "llm-jp-4-32b-a3b.config.json"
 GB = 1e9
-
-
-def evict(path: Path) -> None:
-    """Drop a file's pages from the page cache (written pages are flushed first)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def cached(path: Path) -> str:

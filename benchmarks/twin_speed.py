@@ -56,6 +56,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pagecache import evict  # benchmarks/ (the script's folder) is on sys.path
+
 from kurabe import api
 from kurabe.analysis.run import RunAnalysis
 from kurabe.analysis.stats import Estimate, Ratio, paired_ratio
@@ -137,17 +139,6 @@ def mean_of(analysis: RunAnalysis, model: str, key: str) -> str:
         return "-"
     lo, hi = min(values), max(values)
     return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
-
-
-def evict(paths: list[Path]) -> None:
-    """Write ``paths`` to disk and drop their pages, so the engine reads each back alike."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def shootout(name: str, twin: Path, copies: list[Path], run_dir: Path,
@@ -267,7 +258,8 @@ def main() -> int:
             for copy in copies:
                 shutil.copyfile(builtin_path(f"builtin:{name}"), copy)
             if opts.page_cache == "evict":
-                evict([twin, *copies])
+                for f in (twin, *copies):
+                    evict(f)
             print(f"round {round_no}: twin of builtin:{name} (seed {round_no}, "
                   f"{written.file_bytes / 2**20:.1f} MiB, {written.seconds:.1f} s) and "
                   f"{len(copies)} fresh cop{'ies' if len(copies) > 1 else 'y'} of the real "
