@@ -742,8 +742,8 @@ class _Builder:
         tokens = _inp(T, dt=I32)
         x = _op("get_rows", (E, T), tok_embd, tokens)
         g.expand(x)
-        # Why: the server's graph also builds a "mixed" embedding input (inp_mixed_tokens,
-        # inp_mixed_embd, inp_mixed_slots in the load log): a gather of token rows, a copy
+        # Why: the server's graph also builds a "mixed" embedding input (its nodes and inputs
+        # are named inp_mixed_tokens, inp_mixed_embd, inp_mixed_slots): a gather of token rows, a copy
         # (dup) of an n_embd x n_ubatch vector input, and a set_rows of the rows into that
         # copy. The inputs and the gather are freed once read, the copy is never read and
         # stays allocated to the end; the freed vector input leaves an n_embd x n_ubatch hole

@@ -206,7 +206,7 @@ def random_blocks(qtype: QT | int, n_blocks: int, rng: np.random.Generator,
 # scale value for a whole tensor every block reads the same table entry, and a twin with
 # constant scales decoded up to 12% slower than the real file (SmolLM2-135M, Q4_1, one
 # thread), while the same twin with scales spread per block decoded as fast as the real one
-# (docs/twins.md, "Where the gap comes from").
+# (docs/twins.md, "Where the gap came from, and the fix").
 SPREAD = 2.0  # block scales spread log-uniformly over [1/SPREAD, SPREAD] x the mean
 # E[f^2] of that spread, so the values' standard deviation stays the one asked for
 _SPREAD_RMS = math.sqrt((SPREAD ** 2 - SPREAD ** -2) / (4 * math.log(SPREAD)))
